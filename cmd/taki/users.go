@@ -1,0 +1,40 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"taki/commands"
+	"taki/infra/bus"
+	"taki/infra/server"
+	"taki/queries"
+)
+
+func newUsersCmd(env *environment) *cobra.Command {
+	cmd := &cobra.Command{Use: "users", Short: "Manage users"}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "promote EMAIL",
+		Short: "Make the user with EMAIL an admin; that user's sessions end",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			cfg, err := env.config()
+			if err != nil {
+				return err
+			}
+			srv, err := server.New(ctx, cfg, env.logger(cfg, nil), server.Options{})
+			if err != nil {
+				return err
+			}
+			defer srv.Close()
+			u, _, err := bus.Send[queries.User](ctx, srv.Bus, commands.PromoteUser{Email: args[0]})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s (%s) is now %s; their sessions have ended\n", u.Email, u.ID, u.Role)
+			return nil
+		},
+	})
+	return cmd
+}

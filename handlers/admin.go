@@ -1,0 +1,115 @@
+package handlers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"taki/commands"
+	"taki/events"
+	"taki/queries"
+)
+
+// Projections is what operators may ask of the projection runtime.
+type Projections interface {
+	Statuses(ctx context.Context) ([]queries.ProjectionStatus, error)
+	// Replay empties name's read model and resets its offset under its consumer group's lock;
+	// it returns false for an unknown projection.
+	Replay(ctx context.Context, name string) (bool, error)
+}
+
+// LogReader pages the event log in consumption order.
+type LogReader interface {
+	ReadLog(ctx context.Context, after events.Position, eventType string, limit int) ([]events.Envelope, error)
+}
+
+// AdminHandlers serves operators' commands and queries.
+type AdminHandlers struct {
+	projections Projections
+	log         LogReader
+}
+
+// NewAdminHandlers refuses nil dependencies.
+func NewAdminHandlers(p Projections, log LogReader) (*AdminHandlers, error) {
+	if p == nil || log == nil {
+		return nil, errors.New("new admin handlers: nil dependency")
+	}
+	return &AdminHandlers{projections: p, log: log}, nil
+}
+
+// ListProjectionsHandler answers ListProjections.
+type ListProjectionsHandler struct{ *AdminHandlers }
+
+// Handle implements bus.QueryHandler.
+func (h ListProjectionsHandler) Handle(ctx context.Context, _ queries.ListProjections) ([]queries.ProjectionStatus, error) {
+	return h.projections.Statuses(ctx)
+}
+
+// ReplayProjectionHandler handles ReplayProjection.
+type ReplayProjectionHandler struct{ *AdminHandlers }
+
+// Handle implements bus.CommandHandler.
+func (h ReplayProjectionHandler) Handle(ctx context.Context, cmd commands.ReplayProjection) (struct{}, error) {
+	ok, err := h.projections.Replay(ctx, cmd.Name)
+	if err != nil {
+		return struct{}{}, err
+	}
+	if !ok {
+		return struct{}{}, commands.NotFound("projection " + cmd.Name)
+	}
+	return struct{}{}, nil
+}
+
+// ListEventsHandler answers ListEvents.
+type ListEventsHandler struct{ *AdminHandlers }
+
+// Handle implements bus.QueryHandler.
+func (h ListEventsHandler) Handle(ctx context.Context, q queries.ListEvents) (queries.Page[queries.LoggedEvent], error) {
+	var page queries.Page[queries.LoggedEvent]
+	after := events.Position{}
+	if q.After != "" {
+		p, err := events.ParsePosition(q.After)
+		if err != nil {
+			return page, commands.Invalid([]commands.FieldError{{Field: "after", Message: "is not a log position"}})
+		}
+		after = p
+	}
+	limit := q.Limit
+	if limit == 0 {
+		limit = queries.DefaultLimit
+	}
+	envs, err := h.log.ReadLog(ctx, after, q.Type, limit+1)
+	if err != nil {
+		return page, err
+	}
+	more := len(envs) > limit
+	if more {
+		envs = envs[:limit]
+	}
+	page.Items = make([]queries.LoggedEvent, 0, len(envs))
+	for _, e := range envs {
+		le, err := LoggedEventOf(e)
+		if err != nil {
+			return page, err
+		}
+		page.Items = append(page.Items, le)
+	}
+	if more {
+		next := envs[len(envs)-1].Position.String()
+		page.NextCursor = &next
+	}
+	return page, nil
+}
+
+// LoggedEventOf renders an envelope for operators, secrets redacted.
+func LoggedEventOf(e events.Envelope) (queries.LoggedEvent, error) {
+	data, err := events.PublicJSON(e.Data)
+	if err != nil {
+		return queries.LoggedEvent{}, fmt.Errorf("encode event %s: %w", e.ID, err)
+	}
+	return queries.LoggedEvent{
+		Position: e.Position.String(), ID: e.ID.String(), Type: e.Type, SchemaVersion: e.SchemaVersion,
+		StreamID: e.StreamID.String(), StreamType: e.StreamType, Version: e.Version, OccurredAt: e.OccurredAt,
+		CorrelationID: e.CorrelationID, CausationID: e.CausationID, UserID: e.ActorID, Data: data,
+	}, nil
+}

@@ -1,0 +1,76 @@
+// Package handlers is the write model: per aggregate its state, evolve(state, event) and the command
+// handlers that load it, decide new events and append them; and the query handlers over read models.
+package handlers
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"taki/events"
+)
+
+// aggregate describes how one kind of stream folds into state S.
+type aggregate[S any] struct {
+	streamType string
+	evolve     func(S, events.Envelope) S
+	// snapshotEvery writes a snapshot whenever a stream's version crosses a multiple of it, so loading
+	// costs the snapshot plus fewer than snapshotEvery events however long the stream grows.
+	snapshotEvery int64
+	// stateVersion changes when S's JSON shape changes; older snapshots are then ignored.
+	stateVersion int
+}
+
+// loaded is an aggregate's state at a version.
+type loaded[S any] struct {
+	id      uuid.UUID
+	state   S
+	version int64
+}
+
+func (a aggregate[S]) load(ctx context.Context, log events.Log, id uuid.UUID) (loaded[S], error) {
+	out := loaded[S]{id: id}
+	stream, err := log.Load(ctx, id, a.stateVersion)
+	if err != nil {
+		return out, fmt.Errorf("load %s %s: %w", a.streamType, id, err)
+	}
+	if stream.Snapshot != nil {
+		if err := json.Unmarshal(stream.Snapshot.State, &out.state); err != nil {
+			return out, fmt.Errorf("load %s %s: snapshot: %w", a.streamType, id, err)
+		}
+		out.version = stream.Snapshot.Version
+	}
+	for _, e := range stream.Events {
+		out.state = a.evolve(out.state, e)
+		out.version = e.Version
+	}
+	return out, nil
+}
+
+// append writes evs after l's version and returns the state they lead to. claims reserve unique values
+// in the same transaction.
+func (a aggregate[S]) append(ctx context.Context, log events.Log, l loaded[S], claims []events.Claim, evs ...events.Event) (loaded[S], error) {
+	next := l
+	now := time.Now().UTC()
+	for i, ev := range evs {
+		next.version = l.version + int64(i) + 1
+		next.state = a.evolve(next.state, events.Envelope{
+			Type: ev.EventType(), StreamID: l.id, StreamType: a.streamType, Version: next.version, OccurredAt: now, Data: ev,
+		})
+	}
+	app := events.Append{StreamID: l.id, StreamType: a.streamType, ExpectedVersion: l.version, Events: evs, Claims: claims}
+	if a.snapshotEvery > 0 && next.version/a.snapshotEvery > l.version/a.snapshotEvery {
+		state, err := json.Marshal(next.state)
+		if err != nil {
+			return l, fmt.Errorf("snapshot %s %s: %w", a.streamType, l.id, err)
+		}
+		app.Snapshot = &events.Snapshot{Version: next.version, SchemaVersion: a.stateVersion, State: state}
+	}
+	if _, err := log.Append(ctx, app); err != nil {
+		return l, err
+	}
+	return next, nil
+}

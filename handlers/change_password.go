@@ -1,0 +1,63 @@
+package handlers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"taki/commands"
+	"taki/events"
+)
+
+// ChangePasswordHandler replaces a password after checking the current one, then ends every other
+// session of the user (the caller re-issues the one it keeps).
+type ChangePasswordHandler struct {
+	log      events.Log
+	hasher   PasswordHasher
+	sessions SessionRevoker
+}
+
+// NewChangePasswordHandler refuses nil dependencies.
+func NewChangePasswordHandler(log events.Log, hasher PasswordHasher, sessions SessionRevoker) (*ChangePasswordHandler, error) {
+	if log == nil || hasher == nil || sessions == nil {
+		return nil, errors.New("new change password handler: nil dependency")
+	}
+	return &ChangePasswordHandler{log: log, hasher: hasher, sessions: sessions}, nil
+}
+
+// Handle implements bus.CommandHandler.
+func (h *ChangePasswordHandler) Handle(ctx context.Context, cmd commands.ChangePassword) (struct{}, error) {
+	return struct{}{}, h.change(ctx, cmd)
+}
+
+func (h *ChangePasswordHandler) change(ctx context.Context, cmd commands.ChangePassword) error {
+	u, err := users.load(ctx, h.log, cmd.Actor)
+	if err != nil {
+		return err
+	}
+	if !u.state.exists() {
+		return commands.Unauthenticated("the acting user does not exist")
+	}
+	ok, err := h.hasher.Verify(cmd.CurrentPassword, u.state.PasswordHash)
+	if err != nil {
+		return fmt.Errorf("verify password: %w", err)
+	}
+	if !ok {
+		return commands.Invalid([]commands.FieldError{{Field: "current_password", Message: "is not correct"}})
+	}
+	password, err := commands.NewPassword(cmd.NewPassword)
+	if err != nil {
+		return cmd.Validate()
+	}
+	hash, err := h.hasher.Hash(password.Reveal())
+	if err != nil {
+		return fmt.Errorf("hash password: %w", err)
+	}
+	if _, err := users.append(ctx, h.log, u, nil, events.UserPasswordChanged{UserID: u.id, PasswordHash: hash}); err != nil {
+		return err
+	}
+	if _, err := h.sessions.RevokeAllForUser(ctx, u.id, cmd.KeepSession); err != nil {
+		return fmt.Errorf("revoke sessions after password change: %w", err)
+	}
+	return nil
+}

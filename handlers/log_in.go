@@ -1,0 +1,93 @@
+package handlers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"taki/commands"
+	"taki/events"
+	"taki/queries"
+)
+
+// LogInHandler checks credentials and records the login. Every failure answers the same
+// "unauthenticated" in about the same time, whether the email exists or not.
+type LogInHandler struct {
+	log      events.Log
+	owners   ClaimOwners
+	hasher   PasswordHasher
+	throttle LoginThrottle
+	now      func() time.Time
+}
+
+// NewLogInHandler refuses nil dependencies.
+func NewLogInHandler(log events.Log, owners ClaimOwners, hasher PasswordHasher, throttle LoginThrottle, now func() time.Time) (*LogInHandler, error) {
+	if log == nil || owners == nil || hasher == nil || throttle == nil || now == nil {
+		return nil, errors.New("new log in handler: nil dependency")
+	}
+	return &LogInHandler{log: log, owners: owners, hasher: hasher, throttle: throttle, now: now}, nil
+}
+
+var errBadCredentials = commands.Unauthenticated("the email or password is not correct")
+
+// Handle implements bus.CommandHandler.
+func (h *LogInHandler) Handle(ctx context.Context, cmd commands.LogIn) (queries.User, error) {
+	key := strings.ToLower(strings.TrimSpace(cmd.Email))
+	if len(key) > 254 {
+		key = key[:254]
+	}
+	if err := h.throttle.Check(ctx, key); err != nil {
+		return queries.User{}, err
+	}
+	u, err := h.verify(ctx, cmd)
+	if err != nil {
+		if errors.Is(err, errBadCredentials) {
+			if ferr := h.throttle.Fail(ctx, key); ferr != nil {
+				return queries.User{}, ferr
+			}
+		}
+		return queries.User{}, err
+	}
+	next, err := users.append(ctx, h.log, u, nil, events.UserLoggedIn{UserID: u.id, At: h.now().UTC()})
+	if err != nil {
+		return queries.User{}, err
+	}
+	if err := h.throttle.Succeed(ctx, key); err != nil {
+		return queries.User{}, err
+	}
+	return next.state.view(), nil
+}
+
+func (h *LogInHandler) verify(ctx context.Context, cmd commands.LogIn) (loaded[user], error) {
+	email, err := commands.NewEmail(cmd.Email)
+	if err != nil {
+		h.hasher.VerifyDummy(cmd.Password)
+		return loaded[user]{}, errBadCredentials
+	}
+	id, ok, err := h.owners.ClaimOwner(ctx, emailClaim, email.String())
+	if err != nil {
+		return loaded[user]{}, err
+	}
+	if !ok {
+		h.hasher.VerifyDummy(cmd.Password)
+		return loaded[user]{}, errBadCredentials
+	}
+	u, err := users.load(ctx, h.log, id)
+	if err != nil {
+		return u, err
+	}
+	if !u.state.exists() {
+		h.hasher.VerifyDummy(cmd.Password)
+		return u, errBadCredentials
+	}
+	match, err := h.hasher.Verify(cmd.Password, u.state.PasswordHash)
+	if err != nil {
+		return u, fmt.Errorf("verify password: %w", err)
+	}
+	if !match {
+		return u, errBadCredentials
+	}
+	return u, nil
+}

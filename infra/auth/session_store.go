@@ -1,0 +1,259 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/gin-contrib/sessions"
+	"github.com/google/uuid"
+	gsessions "github.com/gorilla/sessions"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"taki/infra/postgres"
+)
+
+// pgStore is the gin-contrib/gorilla session store. Unlike gorilla's stores it does not persist
+// arbitrary Values: a session's state is the fixed set of columns of the sessions table, kept in Values
+// under recordKey. Anything else put into Values lives for the current request only.
+//
+// The gorilla session's ID is the session's public id, never the cookie value, so that code logging
+// ID() leaks nothing usable.
+type pgStore struct {
+	pool    *pgxpool.Pool
+	cfg     SessionConfig
+	options gsessions.Options
+	// lastPrune (unix nanoseconds of the injected clock) spaces out the pruning of other users'
+	// expired sessions.
+	lastPrune atomic.Int64
+}
+
+var _ sessions.Store = (*pgStore)(nil)
+
+// recordKey is unexported so that no other package can read or forge the session record in Values.
+type recordKey struct{}
+
+// record is one session as the store knows it.
+type record struct {
+	s                 Session
+	absoluteExpiresAt time.Time
+
+	// The fields below are set only on a record that Save has yet to insert.
+	token     string    // the cookie value; dropped once the cookie is written
+	replaces  uuid.UUID // public id of the session this one supersedes (destroyed in the same tx)
+	userAgent string
+	ip        *netip.Addr
+}
+
+func currentRecord(s sessions.Session) *record {
+	rec, _ := s.Get(recordKey{}).(*record)
+	return rec
+}
+
+// Get returns the request's session, loading it once per request (gorilla's registry caches it).
+func (st *pgStore) Get(r *http.Request, name string) (*gsessions.Session, error) {
+	return gsessions.GetRegistry(r).Get(st, name)
+}
+
+// New returns the session named by the request's cookie, or an empty new one when the cookie is
+// missing, malformed, unknown or expired. The error is only for a failing database; the session returned
+// with it is empty, as gorilla's registry needs one.
+func (st *pgStore) New(r *http.Request, name string) (*gsessions.Session, error) {
+	gs := gsessions.NewSession(st, name)
+	opts := st.options
+	gs.Options = &opts
+	gs.IsNew = true
+	c, err := r.Cookie(name)
+	if err != nil {
+		return gs, nil
+	}
+	hash, ok := tokenHash(c.Value)
+	if !ok {
+		return gs, nil
+	}
+	rec, err := st.load(r.Context(), hash)
+	if err != nil || rec == nil {
+		return gs, err
+	}
+	gs.ID = rec.s.PublicID.String()
+	gs.Values[recordKey{}] = rec
+	gs.IsNew = false
+	return gs, nil
+}
+
+// Save destroys the session when its MaxAge is negative or its record was removed from Values, and
+// inserts a record that Start or Rotate made (destroying the session it replaces in the same
+// transaction). A stored session has nothing to save: its columns never change but for last_seen_at,
+// which load maintains.
+func (st *pgStore) Save(r *http.Request, w http.ResponseWriter, gs *gsessions.Session) error {
+	rec, _ := gs.Values[recordKey{}].(*record)
+	if gs.Options.MaxAge < 0 || rec == nil {
+		if id, err := uuid.Parse(gs.ID); err == nil {
+			if _, err := st.pool.Exec(r.Context(), `DELETE FROM sessions WHERE public_id = $1`, id); err != nil {
+				return fmt.Errorf("destroy session: %w", err)
+			}
+		}
+		gs.ID = ""
+		gs.IsNew = true
+		delete(gs.Values, recordKey{})
+		expired := *gs.Options
+		expired.MaxAge = -1
+		http.SetCookie(w, cookie(gs.Name(), "", &expired))
+		return nil
+	}
+	if rec.token == "" {
+		return nil
+	}
+	if err := st.insert(r.Context(), rec); err != nil {
+		return err
+	}
+	http.SetCookie(w, cookie(gs.Name(), rec.token, gs.Options))
+	rec.token = ""
+	gs.ID = rec.s.PublicID.String()
+	gs.IsNew = false
+	return nil
+}
+
+// Options sets the cookie options of sessions made from now on.
+func (st *pgStore) Options(o sessions.Options) {
+	st.options = *o.ToGorillaOptions()
+}
+
+func cookie(name, value string, o *gsessions.Options) *http.Cookie {
+	c := &http.Cookie{
+		Name:     name,
+		Value:    value,
+		Path:     o.Path,
+		Domain:   o.Domain,
+		MaxAge:   o.MaxAge,
+		Secure:   o.Secure,
+		HttpOnly: o.HttpOnly,
+		SameSite: o.SameSite,
+	}
+	if o.MaxAge < 0 {
+		// Browsers that predate Max-Age only drop a cookie whose Expires has passed.
+		c.Expires = time.Unix(1, 0)
+	}
+	return c
+}
+
+// load returns the live session whose token hashes to hash, or nil. An expired session is deleted on
+// sight. last_seen_at (and with it the idle expiry) is written at most once per TouchInterval, so that
+// a busy client does not cost a write per request; the idle timeout is therefore enforced to within
+// TouchInterval, always on the early side.
+func (st *pgStore) load(ctx context.Context, hash []byte) (*record, error) {
+	now := st.now()
+	rec := &record{}
+	s := &rec.s
+	err := st.pool.QueryRow(ctx, `
+		SELECT public_id, user_id, role, csrf_token, created_at, last_seen_at, idle_expires_at, absolute_expires_at
+		FROM sessions WHERE token_hash = $1`, hash).
+		Scan(&s.PublicID, &s.UserID, &s.Role, &s.CSRFToken, &s.CreatedAt, &s.LastSeenAt, &s.ExpiresAt, &rec.absoluteExpiresAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load session: %w", err)
+	}
+	if !now.Before(s.ExpiresAt) || !now.Before(rec.absoluteExpiresAt) {
+		if _, err := st.pool.Exec(ctx, `DELETE FROM sessions WHERE token_hash = $1`, hash); err != nil {
+			return nil, fmt.Errorf("delete expired session: %w", err)
+		}
+		return nil, nil
+	}
+	if now.Sub(s.LastSeenAt) >= st.cfg.TouchInterval {
+		idle := minTime(now.Add(st.cfg.IdleTimeout), rec.absoluteExpiresAt)
+		// The last_seen_at guard lets concurrent requests of one client race harmlessly.
+		if _, err := st.pool.Exec(ctx, `
+			UPDATE sessions SET last_seen_at = $2, idle_expires_at = $3
+			WHERE token_hash = $1 AND last_seen_at < $2`, hash, now, idle); err != nil {
+			return nil, fmt.Errorf("touch session: %w", err)
+		}
+		s.LastSeenAt, s.ExpiresAt = now, idle
+	}
+	normalizeTimes(rec)
+	return rec, nil
+}
+
+// insert stores a new session and, in the same transaction, destroys the one it replaces, so that a
+// failure leaves the old session working rather than neither.
+func (st *pgStore) insert(ctx context.Context, rec *record) error {
+	now := rec.s.LastSeenAt
+	pruneAll := st.claimPrune(now)
+	for attempt := 0; ; attempt++ {
+		hash, ok := tokenHash(rec.token)
+		if !ok {
+			return errors.New("insert session: malformed token")
+		}
+		err := pgx.BeginFunc(ctx, st.pool, func(tx pgx.Tx) error {
+			if rec.replaces != uuid.Nil {
+				if _, err := tx.Exec(ctx, `DELETE FROM sessions WHERE public_id = $1`, rec.replaces); err != nil {
+					return fmt.Errorf("destroy replaced session: %w", err)
+				}
+			}
+			// Expired sessions are otherwise only deleted when their cookie comes back, which it
+			// often never does.
+			if pruneAll {
+				if _, err := tx.Exec(ctx, `DELETE FROM sessions WHERE idle_expires_at <= $1`, now); err != nil {
+					return fmt.Errorf("prune expired sessions: %w", err)
+				}
+			} else if _, err := tx.Exec(ctx, `DELETE FROM sessions WHERE user_id = $1 AND idle_expires_at <= $2`, rec.s.UserID, now); err != nil {
+				return fmt.Errorf("prune user's expired sessions: %w", err)
+			}
+			_, err := tx.Exec(ctx, `
+				INSERT INTO sessions (token_hash, public_id, user_id, role, csrf_token, created_at, last_seen_at,
+				                      idle_expires_at, absolute_expires_at, user_agent, ip)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+				hash, rec.s.PublicID, rec.s.UserID, rec.s.Role, rec.s.CSRFToken, rec.s.CreatedAt, rec.s.LastSeenAt,
+				rec.s.ExpiresAt, rec.absoluteExpiresAt, rec.userAgent, rec.ip)
+			if err != nil {
+				return fmt.Errorf("insert session: %w", err)
+			}
+			return nil
+		})
+		// A 256-bit collision does not happen; if the generator were ever broken, failing loudly beats
+		// handing one user another's session.
+		if postgres.IsUniqueViolation(err, "sessions_pkey") && attempt < 2 {
+			rec.token = randomToken()
+			continue
+		}
+		return err
+	}
+}
+
+// claimPrune reports whether this caller should prune every user's expired sessions now: once per
+// pruneInterval per process.
+func (st *pgStore) claimPrune(now time.Time) bool {
+	last := st.lastPrune.Load()
+	if now.UnixNano()-last < int64(pruneInterval) {
+		return false
+	}
+	return st.lastPrune.CompareAndSwap(last, now.UnixNano())
+}
+
+// pruneInterval spaces out the table-wide deletes of expired sessions and old login failures.
+const pruneInterval = 5 * time.Minute
+
+// now is the injected clock at PostgreSQL's precision, so that times read back compare equal.
+func (st *pgStore) now() time.Time {
+	return st.cfg.Now().UTC().Truncate(time.Microsecond)
+}
+
+func normalizeTimes(rec *record) {
+	rec.s.CreatedAt = rec.s.CreatedAt.UTC()
+	rec.s.LastSeenAt = rec.s.LastSeenAt.UTC()
+	rec.s.ExpiresAt = rec.s.ExpiresAt.UTC()
+	rec.absoluteExpiresAt = rec.absoluteExpiresAt.UTC()
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}

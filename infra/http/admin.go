@@ -1,0 +1,40 @@
+package httpapi
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/gin-gonic/gin"
+
+	"taki/commands"
+	"taki/queries"
+)
+
+func (a *api) listProjections(c *gin.Context) {
+	items, ok := ask[[]queries.ProjectionStatus](c, a.Bus, queries.ListProjections{})
+	if ok {
+		c.JSON(http.StatusOK, items)
+	}
+}
+
+func (a *api) replayProjection(c *gin.Context) {
+	if _, ok := send[struct{}](c, a.Bus, commands.ReplayProjection{Name: c.Param("name")}); ok {
+		c.JSON(http.StatusAccepted, gin.H{"name": c.Param("name"), "status": "replaying"})
+	}
+}
+
+func (a *api) listEvents(c *gin.Context) {
+	limit := 0
+	if s := c.Query("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 1000 {
+			WriteError(c, commands.Invalid([]commands.FieldError{{Field: "limit", Message: "must be a number from 1 to 1000"}}))
+			return
+		}
+		limit = n
+	}
+	page, ok := ask[queries.Page[queries.LoggedEvent]](c, a.Bus, queries.ListEvents{After: c.Query("after"), Type: c.Query("type"), Limit: limit})
+	if ok {
+		c.JSON(http.StatusOK, page)
+	}
+}

@@ -1,0 +1,233 @@
+package postgres
+
+import (
+	stdsql "database/sql"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	wmsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/google/uuid"
+
+	"taki/events"
+)
+
+// Topic is the watermill topic of the event log; its table is `events`.
+const Topic = "events"
+
+// Message metadata keys. The event's columns travel as metadata so that consumers get a full envelope
+// without a second query.
+const (
+	MetaEventType     = "event_type"
+	MetaSchemaVersion = "schema_version"
+	MetaStreamID      = "stream_id"
+	MetaStreamType    = "stream_type"
+	MetaVersion       = "version"
+	MetaOccurredAt    = "occurred_at"
+	MetaCorrelationID = "correlation_id"
+	MetaCausationID   = "causation_id"
+	MetaUserID        = "user_id"
+	MetaPosition      = "position"
+)
+
+// eventLogSchema is watermill-sql's PostgreSQL schema adapter for Taki's `events` table: the message
+// columns of watermill's default layout plus the stream columns the write side needs, kept in
+// watermill's (transaction_id, offset) order so consumers never skip a late commit.
+type eventLogSchema struct {
+	batchSize int
+	offsets   wmsql.OffsetsAdapter
+}
+
+func newOffsetsAdapter() wmsql.OffsetsAdapter {
+	return wmsql.DefaultPostgreSQLOffsetsAdapter{
+		GenerateMessagesOffsetsTableName: func(string) string { return "events_offsets" },
+	}
+}
+
+const insertColumns = 9
+
+func (s eventLogSchema) InsertQuery(params wmsql.InsertQueryParams) (wmsql.Query, error) {
+	if params.Topic != Topic {
+		return wmsql.Query{}, fmt.Errorf("event log schema: unknown topic %q", params.Topic)
+	}
+	var b strings.Builder
+	b.WriteString(`INSERT INTO events (transaction_id, event_id, stream_id, stream_type, version, event_type, schema_version, occurred_at, payload, metadata) VALUES `)
+	args := make([]any, 0, len(params.Msgs)*insertColumns)
+	for i, msg := range params.Msgs {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		n := i * insertColumns
+		fmt.Fprintf(&b, "(pg_current_xact_id(),$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d)", n+1, n+2, n+3, n+4, n+5, n+6, n+7, n+8, n+9)
+		version, err := strconv.ParseInt(msg.Metadata.Get(MetaVersion), 10, 64)
+		if err != nil {
+			return wmsql.Query{}, fmt.Errorf("message %s: bad version: %w", msg.UUID, err)
+		}
+		schemaVersion, err := strconv.Atoi(msg.Metadata.Get(MetaSchemaVersion))
+		if err != nil {
+			return wmsql.Query{}, fmt.Errorf("message %s: bad schema version: %w", msg.UUID, err)
+		}
+		meta, err := json.Marshal(traceMetadata{
+			CorrelationID: msg.Metadata.Get(MetaCorrelationID),
+			CausationID:   msg.Metadata.Get(MetaCausationID),
+			UserID:        msg.Metadata.Get(MetaUserID),
+		})
+		if err != nil {
+			return wmsql.Query{}, fmt.Errorf("message %s: metadata: %w", msg.UUID, err)
+		}
+		args = append(args, msg.UUID, msg.Metadata.Get(MetaStreamID), msg.Metadata.Get(MetaStreamType), version,
+			msg.Metadata.Get(MetaEventType), schemaVersion, msg.Metadata.Get(MetaOccurredAt), string(msg.Payload), string(meta))
+	}
+	return wmsql.Query{Query: b.String(), Args: args}, nil
+}
+
+// traceMetadata is the `metadata` column: who and what caused the event.
+type traceMetadata struct {
+	CorrelationID string `json:"correlation_id,omitempty"`
+	CausationID   string `json:"causation_id,omitempty"`
+	UserID        string `json:"user_id,omitempty"`
+}
+
+// selectColumns is shared by the subscriber query and the log readers so they decode rows alike.
+const selectColumns = `"offset", transaction_id, event_id, stream_id, stream_type, version, event_type, schema_version, occurred_at, payload, metadata`
+
+func (s eventLogSchema) SelectQuery(params wmsql.SelectQueryParams) (wmsql.Query, error) {
+	next, err := params.OffsetsAdapter.NextOffsetQuery(wmsql.NextOffsetQueryParams{
+		Topic:         params.Topic,
+		ConsumerGroup: params.ConsumerGroup,
+	})
+	if err != nil {
+		return wmsql.Query{}, err
+	}
+	// watermill-sql's own query (see DefaultPostgreSQLSchema.SelectQuery), with our columns: the
+	// sub-select keeps the planner on the primary key, and `transaction_id < pg_snapshot_xmin(...)` hides
+	// rows while an older writer is still running, so nothing committed late is ever skipped.
+	q := `
+	SELECT * FROM (
+		WITH last_processed AS (` + next.Query + `)
+		SELECT ` + selectColumns + ` FROM events
+		WHERE (
+			(transaction_id = (SELECT last_processed_transaction_id FROM last_processed)
+			 AND "offset" > (SELECT offset_acked FROM last_processed))
+			OR (transaction_id > (SELECT last_processed_transaction_id FROM last_processed))
+		)
+		AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+	) AS messages
+	ORDER BY transaction_id ASC, "offset" ASC
+	LIMIT ` + strconv.Itoa(s.batchSize)
+	return wmsql.Query{Query: q, Args: next.Args}, nil
+}
+
+// rowScan holds one scanned log row.
+type rowScan struct {
+	offset        int64
+	txID          wmsql.XID8
+	eventID       uuid.UUID
+	streamID      uuid.UUID
+	streamType    string
+	version       int64
+	eventType     string
+	schemaVersion int
+	occurredAt    time.Time
+	payload       []byte
+	metadata      []byte
+}
+
+func (r *rowScan) scan(s wmsql.Scanner) error {
+	return s.Scan(&r.offset, &r.txID, &r.eventID, &r.streamID, &r.streamType, &r.version, &r.eventType,
+		&r.schemaVersion, &r.occurredAt, &r.payload, &r.metadata)
+}
+
+func (r *rowScan) position() events.Position {
+	return events.Position{TxID: uint64(r.txID), Offset: r.offset}
+}
+
+func (r *rowScan) message() (*message.Message, error) {
+	var tm traceMetadata
+	if len(r.metadata) > 0 {
+		if err := json.Unmarshal(r.metadata, &tm); err != nil {
+			return nil, fmt.Errorf("event %s: metadata: %w", r.eventID, err)
+		}
+	}
+	msg := message.NewMessage(r.eventID.String(), r.payload)
+	msg.Metadata = message.Metadata{
+		MetaEventType:     r.eventType,
+		MetaSchemaVersion: strconv.Itoa(r.schemaVersion),
+		MetaStreamID:      r.streamID.String(),
+		MetaStreamType:    r.streamType,
+		MetaVersion:       strconv.FormatInt(r.version, 10),
+		MetaOccurredAt:    r.occurredAt.UTC().Format(time.RFC3339Nano),
+		MetaCorrelationID: tm.CorrelationID,
+		MetaCausationID:   tm.CausationID,
+		MetaUserID:        tm.UserID,
+		MetaPosition:      r.position().String(),
+	}
+	return msg, nil
+}
+
+func (s eventLogSchema) UnmarshalMessage(params wmsql.UnmarshalMessageParams) (wmsql.Row, error) {
+	var r rowScan
+	if err := r.scan(params.Row); err != nil {
+		return wmsql.Row{}, fmt.Errorf("scan event row: %w", err)
+	}
+	msg, err := r.message()
+	if err != nil {
+		return wmsql.Row{}, err
+	}
+	return wmsql.Row{
+		Offset:    r.offset,
+		UUID:      []byte(msg.UUID),
+		Payload:   r.payload,
+		Msg:       msg,
+		ExtraData: map[string]any{"transaction_id": r.txID},
+	}, nil
+}
+
+// SchemaInitializingQueries is empty: goose migrations own the schema.
+func (s eventLogSchema) SchemaInitializingQueries(wmsql.SchemaInitializingQueriesParams) ([]wmsql.Query, error) {
+	return nil, nil
+}
+
+func (s eventLogSchema) SubscribeIsolationLevel() stdsql.IsolationLevel {
+	return stdsql.LevelRepeatableRead
+}
+
+// DecodeMessage turns a log message back into an envelope with its decoded payload.
+func DecodeMessage(reg *events.Registry, msg *message.Message) (events.Envelope, error) {
+	md := msg.Metadata
+	env := events.Envelope{
+		Type:          md.Get(MetaEventType),
+		StreamType:    md.Get(MetaStreamType),
+		CorrelationID: md.Get(MetaCorrelationID),
+		CausationID:   md.Get(MetaCausationID),
+		ActorID:       md.Get(MetaUserID),
+	}
+	var err error
+	if env.ID, err = uuid.Parse(msg.UUID); err != nil {
+		return env, fmt.Errorf("message %s: bad event id", msg.UUID)
+	}
+	if env.StreamID, err = uuid.Parse(md.Get(MetaStreamID)); err != nil {
+		return env, fmt.Errorf("message %s: bad stream id", msg.UUID)
+	}
+	if env.Version, err = strconv.ParseInt(md.Get(MetaVersion), 10, 64); err != nil {
+		return env, fmt.Errorf("message %s: bad version", msg.UUID)
+	}
+	if env.SchemaVersion, err = strconv.Atoi(md.Get(MetaSchemaVersion)); err != nil {
+		return env, fmt.Errorf("message %s: bad schema version", msg.UUID)
+	}
+	if env.OccurredAt, err = time.Parse(time.RFC3339Nano, md.Get(MetaOccurredAt)); err != nil {
+		return env, fmt.Errorf("message %s: bad occurred_at", msg.UUID)
+	}
+	if p := md.Get(MetaPosition); p != "" {
+		if env.Position, err = events.ParsePosition(p); err != nil {
+			return env, err
+		}
+	}
+	if env.Data, err = reg.Decode(env.Type, env.SchemaVersion, msg.Payload); err != nil {
+		return env, err
+	}
+	return env, nil
+}

@@ -1,0 +1,288 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	wmsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"taki/events"
+	"taki/infra/logging"
+)
+
+// EventStore appends to and loads from the `events` table. An append is one PostgreSQL transaction that
+// inserts the events through watermill-sql's publisher (the log row is the outbox: an event exists if
+// and only if it was published), its uniqueness claims, an optional snapshot, and reads back the
+// position for the consistency token.
+type EventStore struct {
+	pool     *pgxpool.Pool
+	registry *events.Registry
+	schema   eventLogSchema
+	logger   watermill.LoggerAdapter
+	now      func() time.Time
+}
+
+// NewEventStore returns an event store on pool. now may be nil (time.Now).
+func NewEventStore(pool *pgxpool.Pool, registry *events.Registry, logger *slog.Logger, now func() time.Time) (*EventStore, error) {
+	if pool == nil {
+		return nil, errors.New("new event store: pool is nil")
+	}
+	if registry == nil {
+		return nil, errors.New("new event store: registry is nil")
+	}
+	if logger == nil {
+		logger = logging.Discard()
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &EventStore{
+		pool:     pool,
+		registry: registry,
+		schema:   eventLogSchema{batchSize: 1, offsets: newOffsetsAdapter()},
+		logger:   watermill.NewSlogLogger(logger),
+		now:      now,
+	}, nil
+}
+
+// batchExecutor hands watermill's publisher a ContextExecutor that queues its INSERT into the append's
+// pipeline. The pipeline runs as one implicit transaction (a single Sync), so the claims, the events,
+// the snapshot and the position read commit or fail together, in one round trip instead of four.
+type batchExecutor struct{ batch *pgx.Batch }
+
+type queuedResult struct{}
+
+func (queuedResult) RowsAffected() (int64, error) { return 0, nil }
+
+func (e batchExecutor) ExecContext(_ context.Context, query string, args ...any) (wmsql.Result, error) {
+	e.batch.Queue(query, args...)
+	return queuedResult{}, nil
+}
+
+func (e batchExecutor) QueryContext(context.Context, string, ...any) (wmsql.Rows, error) {
+	return nil, errors.New("event log publisher does not query")
+}
+
+// Append implements events.Log.
+func (s *EventStore) Append(ctx context.Context, appends ...events.Append) (events.Position, error) {
+	batch := &pgx.Batch{}
+	pub, err := wmsql.NewPublisher(batchExecutor{batch}, wmsql.PublisherConfig{SchemaAdapter: s.schema}, s.logger)
+	if err != nil {
+		return events.Position{}, fmt.Errorf("append: %w", err)
+	}
+	now := s.now().UTC()
+	nEvents := 0
+	for _, a := range appends {
+		for _, c := range a.Claims {
+			batch.Queue(`INSERT INTO unique_claims (kind, value, stream_id) VALUES ($1, $2, $3)`, c.Kind, c.Value, a.StreamID)
+		}
+		msgs, err := s.messages(ctx, a, now)
+		if err != nil {
+			return events.Position{}, err
+		}
+		if len(msgs) > 0 {
+			if err := pub.Publish(Topic, msgs...); err != nil {
+				return events.Position{}, fmt.Errorf("append to %s: %w", a.StreamID, err)
+			}
+		}
+		nEvents += len(msgs)
+		if a.Snapshot != nil {
+			batch.Queue(`INSERT INTO snapshots (stream_id, stream_type, version, schema_version, state) VALUES ($1, $2, $3, $4, $5)
+				ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, schema_version = excluded.schema_version,
+					state = excluded.state, taken_at = now()
+				WHERE snapshots.version < excluded.version`,
+				a.StreamID, a.StreamType, a.Snapshot.Version, a.Snapshot.SchemaVersion, string(a.Snapshot.State))
+		}
+	}
+	if nEvents == 0 {
+		return events.Position{}, errors.New("append: no events")
+	}
+	batch.Queue(`SELECT pg_current_xact_id()::text, currval('events_offset_seq')`)
+
+	br := s.pool.SendBatch(ctx, batch)
+	var pos events.Position
+	var execErr error
+	for i := 0; i < batch.Len()-1; i++ {
+		if _, err := br.Exec(); err != nil {
+			execErr = err
+			break
+		}
+	}
+	if execErr == nil {
+		var tx string
+		if err := br.QueryRow().Scan(&tx, &pos.Offset); err != nil {
+			execErr = err
+		} else if pos.TxID, err = strconv.ParseUint(tx, 10, 64); err != nil {
+			execErr = fmt.Errorf("parse transaction id %q: %w", tx, err)
+		}
+	}
+	if err := br.Close(); err != nil && execErr == nil {
+		execErr = err
+	}
+	if execErr != nil {
+		return events.Position{}, s.appendError(appends, execErr)
+	}
+	return pos, nil
+}
+
+func (s *EventStore) appendError(appends []events.Append, err error) error {
+	switch {
+	case IsUniqueViolation(err, "events_stream_version"):
+		return fmt.Errorf("append: %w", events.ErrConflict)
+	case IsUniqueViolation(err, "unique_claims_pkey"):
+		for _, a := range appends {
+			if len(a.Claims) > 0 {
+				return &events.ClaimTakenError{Kind: a.Claims[0].Kind, Value: a.Claims[0].Value}
+			}
+		}
+	}
+	return fmt.Errorf("append: %w", err)
+}
+
+func (s *EventStore) messages(ctx context.Context, a events.Append, now time.Time) ([]*message.Message, error) {
+	msgs := make([]*message.Message, 0, len(a.Events))
+	for i, ev := range a.Events {
+		name := ev.EventType()
+		sv := s.registry.Version(name)
+		if sv == 0 {
+			return nil, fmt.Errorf("append to %s: unregistered event type %s", a.StreamID, name)
+		}
+		payload, err := marshalEvent(ev)
+		if err != nil {
+			return nil, fmt.Errorf("append to %s: encode %s: %w", a.StreamID, name, err)
+		}
+		id, err := uuid.NewV7()
+		if err != nil {
+			return nil, fmt.Errorf("append to %s: event id: %w", a.StreamID, err)
+		}
+		msg := message.NewMessage(id.String(), payload)
+		msg.Metadata = message.Metadata{
+			MetaEventType:     name,
+			MetaSchemaVersion: strconv.Itoa(sv),
+			MetaStreamID:      a.StreamID.String(),
+			MetaStreamType:    a.StreamType,
+			MetaVersion:       strconv.FormatInt(a.ExpectedVersion+int64(i)+1, 10),
+			MetaOccurredAt:    now.Format(time.RFC3339Nano),
+			MetaCorrelationID: logging.CorrelationID(ctx),
+			MetaCausationID:   logging.CausationID(ctx),
+			MetaUserID:        logging.UserID(ctx),
+		}
+		msg.SetContext(ctx)
+		msgs = append(msgs, msg)
+	}
+	return msgs, nil
+}
+
+// Load implements events.Log. The snapshot read and the events read are pipelined; since snapshots only
+// move forward, a snapshot taken between the two statements shows as a gap, and then the events after
+// the snapshot actually read are fetched again.
+func (s *EventStore) Load(ctx context.Context, streamID uuid.UUID, snapshotVersion int) (events.Stream, error) {
+	batch := &pgx.Batch{}
+	batch.Queue(`SELECT version, schema_version, state FROM snapshots WHERE stream_id = $1`, streamID)
+	batch.Queue(`SELECT `+selectColumns+` FROM events WHERE stream_id = $1
+		AND version > COALESCE((SELECT version FROM snapshots WHERE stream_id = $1 AND schema_version = $2), 0)
+		ORDER BY version`, streamID, snapshotVersion)
+	br := s.pool.SendBatch(ctx, batch)
+	defer br.Close()
+
+	var out events.Stream
+	var snap events.Snapshot
+	err := br.QueryRow().Scan(&snap.Version, &snap.SchemaVersion, &snap.State)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+	case err != nil:
+		return out, fmt.Errorf("load snapshot of %s: %w", streamID, err)
+	case snap.SchemaVersion == snapshotVersion:
+		out.Snapshot = &snap
+	}
+	rows, err := br.Query()
+	if err != nil {
+		return out, fmt.Errorf("load %s: %w", streamID, err)
+	}
+	if out.Events, err = s.collect(rows); err != nil {
+		return out, fmt.Errorf("load %s: %w", streamID, err)
+	}
+	from := int64(0)
+	if out.Snapshot != nil {
+		from = out.Snapshot.Version
+	}
+	if len(out.Events) > 0 && out.Events[0].Version != from+1 {
+		// A newer snapshot appeared between the two reads: read the events after the one we hold.
+		rows, err := s.pool.Query(ctx, `SELECT `+selectColumns+` FROM events WHERE stream_id = $1 AND version > $2 ORDER BY version`, streamID, from)
+		if err != nil {
+			return out, fmt.Errorf("reload %s: %w", streamID, err)
+		}
+		if out.Events, err = s.collect(rows); err != nil {
+			return out, fmt.Errorf("reload %s: %w", streamID, err)
+		}
+	}
+	return out, nil
+}
+
+func (s *EventStore) collect(rows pgx.Rows) ([]events.Envelope, error) {
+	defer rows.Close()
+	var out []events.Envelope
+	for rows.Next() {
+		env, err := s.decodeRow(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, env)
+	}
+	return out, rows.Err()
+}
+
+func (s *EventStore) decodeRow(row wmsql.Scanner) (events.Envelope, error) {
+	var r rowScan
+	if err := r.scan(row); err != nil {
+		return events.Envelope{}, fmt.Errorf("scan event: %w", err)
+	}
+	msg, err := r.message()
+	if err != nil {
+		return events.Envelope{}, err
+	}
+	return DecodeMessage(s.registry, msg)
+}
+
+// ClaimOwner returns the stream that claimed value of kind (the user of an email address). Claims are
+// written with their stream's first events, so an owner always has a stream.
+func (s *EventStore) ClaimOwner(ctx context.Context, kind, value string) (uuid.UUID, bool, error) {
+	var id uuid.UUID
+	err := s.pool.QueryRow(ctx, `SELECT stream_id FROM unique_claims WHERE kind = $1 AND value = $2`, kind, value).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return uuid.Nil, false, nil
+	}
+	if err != nil {
+		return uuid.Nil, false, fmt.Errorf("look up %s claim: %w", kind, err)
+	}
+	return id, true, nil
+}
+
+// ReadLog reads up to limit events after position in consumption order, only of eventType when it is
+// not empty. Like the consumers, it shows no event while an older writer is still running, so a reader
+// that pages with the last position it saw never skips one.
+func (s *EventStore) ReadLog(ctx context.Context, after events.Position, eventType string, limit int) ([]events.Envelope, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+selectColumns+` FROM events
+		WHERE (transaction_id, "offset") > ($1::text::xid8, $2)
+		  AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+		  AND ($3 = '' OR event_type = $3)
+		ORDER BY transaction_id, "offset" LIMIT $4`,
+		strconv.FormatUint(after.TxID, 10), after.Offset, eventType, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read log: %w", err)
+	}
+	out, err := s.collect(rows)
+	if err != nil {
+		return nil, fmt.Errorf("read log: %w", err)
+	}
+	return out, nil
+}

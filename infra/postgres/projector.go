@@ -1,0 +1,522 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	wmsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"taki/events"
+	"taki/queries"
+)
+
+// Projection builds one read model from the log.
+type Projection interface {
+	// Name is the projection's consumer group and the name operators use.
+	Name() string
+	// Apply queues on b the read-model writes for ev. Queuing nothing means ev does not concern it.
+	Apply(b *pgx.Batch, ev events.Envelope) error
+	// Tables lists the read model's tables, which replay truncates.
+	Tables() []string
+}
+
+// ProjectorConfig configures the projection runtime.
+type ProjectorConfig struct {
+	// BatchSize is watermill-sql's SubscribeBatchSize: rows read and committed per transaction.
+	BatchSize int
+	// PollInterval is the safety-net poll while no notification arrives.
+	PollInterval time.Duration
+	// ResendInterval is the pause before a failed message is tried again.
+	ResendInterval time.Duration
+	Logger         *slog.Logger
+}
+
+func (c *ProjectorConfig) setDefaults() {
+	if c.BatchSize == 0 {
+		c.BatchSize = 500
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = time.Second
+	}
+	if c.ResendInterval == 0 {
+		c.ResendInterval = 100 * time.Millisecond
+	}
+}
+
+func (c ProjectorConfig) validate() error {
+	if c.BatchSize < 1 {
+		return errors.New("batch size must be positive")
+	}
+	if c.Logger == nil {
+		return errors.New("logger is nil")
+	}
+	return nil
+}
+
+// Projector runs each projection as a watermill-sql consumer group on the event log. A projection's
+// writes happen in the subscriber's transaction, the same one that advances its offset, so a crash can
+// neither lose nor double-apply an event. Each message gets a savepoint: a failing message's writes are
+// undone before it is retried (watermill-sql does not roll back on nack, its issue #224).
+type Projector struct {
+	pool     *pgxpool.Pool
+	registry *events.Registry
+	notifier *Notifier
+	config   ProjectorConfig
+	states   map[string]*projectionState
+	order    []Projection
+	running  sync.WaitGroup
+	started  chan struct{}
+	once     sync.Once
+
+	// afterWrite, when set by tests, runs after a message's writes and before its ack.
+	afterWrite func(ctx context.Context, tx pgx.Tx, env events.Envelope)
+}
+
+// NewProjector returns a runtime for projections; Run starts them.
+func NewProjector(pool *pgxpool.Pool, registry *events.Registry, notifier *Notifier, config ProjectorConfig, projections ...Projection) (*Projector, error) {
+	config.setDefaults()
+	if err := config.validate(); err != nil {
+		return nil, fmt.Errorf("new projector: %w", err)
+	}
+	if pool == nil || registry == nil || notifier == nil {
+		return nil, errors.New("new projector: pool, registry and notifier are required")
+	}
+	p := &Projector{
+		pool: pool, registry: registry, notifier: notifier, config: config,
+		states:  map[string]*projectionState{},
+		started: make(chan struct{}),
+	}
+	for _, proj := range projections {
+		if proj == nil {
+			return nil, errors.New("new projector: nil projection")
+		}
+		if _, dup := p.states[proj.Name()]; dup {
+			return nil, fmt.Errorf("new projector: projection %s twice", proj.Name())
+		}
+		p.states[proj.Name()] = newProjectionState()
+		p.order = append(p.order, proj)
+	}
+	return p, nil
+}
+
+var noAckDeadline time.Duration
+
+// projectionState is what this process knows of one projection's progress.
+type projectionState struct {
+	mu        sync.Mutex
+	pending   events.Position // acked in the open transaction
+	committed events.Position // known committed
+	changed   chan struct{}
+	running   bool
+	lastErr   string
+}
+
+func newProjectionState() *projectionState {
+	return &projectionState{changed: make(chan struct{})}
+}
+
+func (s *projectionState) markPending(p events.Position) {
+	s.mu.Lock()
+	s.pending = p
+	s.mu.Unlock()
+}
+
+// batchDone runs when a batch transaction ends, committed or not.
+func (s *projectionState) batchDone(committed bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !committed {
+		s.pending = events.Position{}
+		return
+	}
+	if s.committed.Less(s.pending) {
+		s.committed = s.pending
+		close(s.changed)
+		s.changed = make(chan struct{})
+	}
+}
+
+func (s *projectionState) advanceTo(p events.Position) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.committed.Less(p) {
+		s.committed = p
+		close(s.changed)
+		s.changed = make(chan struct{})
+	}
+}
+
+func (s *projectionState) snapshot() (events.Position, <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.committed, s.changed
+}
+
+func (s *projectionState) setErr(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err == nil {
+		s.lastErr = ""
+	} else {
+		s.lastErr = err.Error()
+	}
+}
+
+// Run starts every projection and blocks until ctx ends and they have stopped.
+func (p *Projector) Run(ctx context.Context) error {
+	logger := watermill.NewSlogLogger(p.config.Logger)
+	// The subscribers' context is always cancelled before they are closed: a batch transaction then
+	// cannot commit (its commit runs with that context), so writes of a message that was never acked
+	// are never committed, whatever the handler was doing at shutdown.
+	ctx, cancel := context.WithCancel(ctx)
+	var subs []*wmsql.Subscriber
+	defer func() {
+		cancel()
+		for _, s := range subs {
+			_ = s.Close()
+		}
+		p.running.Wait()
+	}()
+	for _, proj := range p.order {
+		st := p.states[proj.Name()]
+		if cp, err := p.Checkpoint(ctx, proj.Name()); err == nil {
+			st.advanceTo(cp)
+		}
+		sub, err := wmsql.NewSubscriber(guardedBeginner{pool: p.pool, state: st}, wmsql.SubscriberConfig{
+			ConsumerGroup:  proj.Name(),
+			SchemaAdapter:  eventLogSchema{batchSize: p.config.BatchSize},
+			OffsetsAdapter: newOffsetsAdapter(),
+			ResendInterval: p.config.ResendInterval,
+			PollInterval:   p.config.PollInterval,
+			// No ack deadline: on expiry watermill-sql abandons the message but still commits the batch
+			// with the subscriber's live context. Handlers here either ack or nack promptly.
+			AckDeadline:    &noAckDeadline,
+			BackoffManager: &wakeBackoff{notifier: p.notifier, state: st, poll: p.config.PollInterval, done: ctx.Done(), logger: p.config.Logger, name: proj.Name()},
+		}, logger)
+		if err != nil {
+			return fmt.Errorf("subscribe %s: %w", proj.Name(), err)
+		}
+		subs = append(subs, sub)
+		msgs, err := sub.Subscribe(ctx, Topic)
+		if err != nil {
+			return fmt.Errorf("subscribe %s: %w", proj.Name(), err)
+		}
+		st.mu.Lock()
+		st.running = true
+		st.mu.Unlock()
+		p.running.Add(1)
+		go func() {
+			defer p.running.Done()
+			p.consume(proj, st, msgs)
+			st.mu.Lock()
+			st.running = false
+			st.mu.Unlock()
+		}()
+	}
+	p.once.Do(func() { close(p.started) })
+	<-ctx.Done()
+	return nil
+}
+
+// Started is closed once every projection subscribed.
+func (p *Projector) Started() <-chan struct{} { return p.started }
+
+func (p *Projector) consume(proj Projection, st *projectionState, msgs <-chan *message.Message) {
+	for msg := range msgs {
+		gtx, err := txOf(msg)
+		if err != nil {
+			// Cannot happen with guardedBeginner; without a transaction nothing can be applied safely.
+			p.config.Logger.Error("projection message without transaction", slog.String("err", err.Error()))
+			msg.Nack()
+			continue
+		}
+		if gtx.isPoisoned() {
+			msg.Ack() // let watermill-sql reach its ack query, which fails and rolls the batch back
+			continue
+		}
+		if err := p.handle(proj, msg, gtx); err != nil {
+			st.setErr(err)
+			p.config.Logger.ErrorContext(msg.Context(), "projection failed to apply event; the batch rolls back and retries",
+				slog.String("projection", proj.Name()), slog.String("event_id", msg.UUID), slog.String("err", err.Error()))
+			// A nack would make watermill-sql resend within the same open transaction. Poisoning it and
+			// releasing the message instead rolls the whole batch back (nothing is skipped: the offset
+			// never moves) and retries it from the last commit after a backoff.
+			gtx.poison(err)
+			msg.Ack()
+			continue
+		}
+		st.setErr(nil)
+		if pos, err := events.ParsePosition(msg.Metadata.Get(MetaPosition)); err == nil {
+			st.markPending(pos)
+		}
+		gtx.ack(msg.Ack)
+	}
+}
+
+func txOf(msg *message.Message) (*guardedTx, error) {
+	wtx, ok := wmsql.TxFromContext(msg.Context())
+	if !ok {
+		return nil, errors.New("no subscriber transaction in message context")
+	}
+	gtx, ok := wtx.(*guardedTx)
+	if !ok {
+		return nil, fmt.Errorf("subscriber transaction is %T, want *guardedTx", wtx)
+	}
+	return gtx, nil
+}
+
+func (p *Projector) handle(proj Projection, msg *message.Message, gtx *guardedTx) error {
+	env, err := DecodeMessage(p.registry, msg)
+	if err != nil {
+		return err
+	}
+	b := &pgx.Batch{}
+	b.Queue("SAVEPOINT projection_message")
+	if err := proj.Apply(b, env); err != nil {
+		return fmt.Errorf("apply %s %s: %w", env.Type, env.ID, err)
+	}
+	if b.Len() == 1 {
+		return nil // not this projection's event: nothing to write
+	}
+	b.Queue("RELEASE SAVEPOINT projection_message")
+	ctx := msg.Context()
+	return gtx.write(func(tx pgx.Tx) error {
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			// Undo this message's writes so a retry starts clean.
+			if _, rbErr := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT projection_message"); rbErr != nil {
+				return errors.Join(fmt.Errorf("apply %s %s: %w", env.Type, env.ID, err), rbErr)
+			}
+			return fmt.Errorf("apply %s %s: %w", env.Type, env.ID, err)
+		}
+		if p.afterWrite != nil {
+			p.afterWrite(ctx, tx, env)
+		}
+		return nil
+	})
+}
+
+// wakeBackoff is the subscribers' BackoffManager, called after every batch transaction. With nothing to read it waits for a NOTIFY instead of sleeping a
+// fixed interval; after a wake-up that found nothing (a newer commit can stay invisible while an older
+// transaction runs) it polls tightly for a moment so it never waits a full interval for it.
+type wakeBackoff struct {
+	notifier *Notifier
+	state    *projectionState
+	poll     time.Duration
+	done     <-chan struct{}
+	logger   *slog.Logger
+	name     string
+
+	chase    time.Duration // current tight-poll delay, 0 when not chasing
+	failures int
+}
+
+const maxChase = 256 * time.Millisecond
+
+func (b *wakeBackoff) HandleError(_ watermill.LoggerAdapter, noMsg bool, err error) time.Duration {
+	if err != nil {
+		if isSerializationConflict(err) {
+			// Another instance holds this consumer group; its commit moved the offset under us.
+			return time.Duration(1+b.failures) * time.Millisecond
+		}
+		b.failures++
+		b.state.setErr(err)
+		wait := min(time.Duration(b.failures)*100*time.Millisecond, 5*time.Second)
+		b.logger.Error("projection query failed", slog.String("projection", b.name), slog.String("err", err.Error()), slog.Duration("retry_in", wait))
+		return wait
+	}
+	b.failures = 0
+	if !noMsg {
+		b.chase = 0
+		return 0
+	}
+	if b.chase > 0 {
+		b.chase *= 2
+		if b.chase <= maxChase {
+			return b.chase
+		}
+		b.chase = 0
+	}
+	_, woke := b.notifier.Generation()
+	select {
+	case <-woke:
+		b.chase = 500 * time.Microsecond
+	case <-time.After(b.poll):
+	case <-b.done:
+	}
+	return 0
+}
+
+func isSerializationConflict(err error) bool {
+	s := strings.ToLower(err.Error())
+	return strings.Contains(s, "could not serialize") || strings.Contains(s, "concurrent update") || strings.Contains(s, "deadlock")
+}
+
+// Checkpoint reads a consumer group's committed position from its offsets row.
+func (p *Projector) Checkpoint(ctx context.Context, name string) (events.Position, error) {
+	return readCheckpoint(ctx, p.pool, name)
+}
+
+func readCheckpoint(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}, name string) (events.Position, error) {
+	var tx string
+	var off int64
+	err := q.QueryRow(ctx, `SELECT last_processed_transaction_id::text, COALESCE(offset_acked, 0) FROM events_offsets WHERE consumer_group = $1`, name).Scan(&tx, &off)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return events.Position{}, nil
+	}
+	if err != nil {
+		return events.Position{}, fmt.Errorf("read checkpoint of %s: %w", name, err)
+	}
+	t, err := strconv.ParseUint(tx, 10, 64)
+	if err != nil {
+		return events.Position{}, fmt.Errorf("read checkpoint of %s: %w", name, err)
+	}
+	return events.Position{TxID: t, Offset: off}, nil
+}
+
+// dbPollEvery bounds how long a waiter trusts only this process's view: another instance may be the
+// active consumer of the group and commit progress this process never sees.
+const dbPollEvery = 10 * time.Millisecond
+
+// WaitFor implements bus.Waiter: it returns true once projection name has committed pos.
+func (p *Projector) WaitFor(ctx context.Context, name string, pos events.Position, timeout time.Duration) (bool, error) {
+	st, ok := p.states[name]
+	if !ok {
+		return false, fmt.Errorf("wait for unknown projection %q", name)
+	}
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		committed, changed := st.snapshot()
+		if !committed.Less(pos) {
+			return true, nil
+		}
+		select {
+		case <-changed:
+		case <-time.After(dbPollEvery):
+			cp, err := p.Checkpoint(ctx, name)
+			if err == nil {
+				st.advanceTo(cp)
+			}
+		case <-deadline.C:
+			return false, nil
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
+	}
+}
+
+// Statuses reports every projection's checkpoint, lag and state as this process sees it.
+func (p *Projector) Statuses(ctx context.Context) ([]queries.ProjectionStatus, error) {
+	out := make([]queries.ProjectionStatus, 0, len(p.order))
+	for _, proj := range p.order {
+		s, err := ProjectionStatus(ctx, p.pool, proj.Name())
+		if err != nil {
+			return nil, err
+		}
+		st := p.states[proj.Name()]
+		st.mu.Lock()
+		switch {
+		case st.lastErr != "":
+			s.Status = "failing: " + st.lastErr
+		case st.running:
+			s.Status = "running"
+		default:
+			s.Status = "stopped"
+		}
+		st.mu.Unlock()
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// Replay empties a projection's read model and resets its offset, holding the consumer group's lock
+// (the offsets row, which every batch locks FOR UPDATE), so no batch of the old run can commit on top of
+// the emptied tables. The running subscriber then catches up from the start of the log.
+func (p *Projector) Replay(ctx context.Context, name string) (bool, error) {
+	var proj Projection
+	for _, pr := range p.order {
+		if pr.Name() == name {
+			proj = pr
+		}
+	}
+	if proj == nil {
+		return false, nil
+	}
+	if err := ResetProjection(ctx, p.pool, proj); err != nil {
+		return true, err
+	}
+	st := p.states[name]
+	st.mu.Lock()
+	st.committed, st.pending = events.Position{}, events.Position{}
+	st.mu.Unlock()
+	return true, nil
+}
+
+// ResetProjection truncates proj's tables and rewinds its offset in one transaction under the consumer
+// group's lock.
+func ResetProjection(ctx context.Context, pool *pgxpool.Pool, proj Projection) error {
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO events_offsets (consumer_group, offset_acked, last_processed_transaction_id)
+			VALUES ($1, 0, '0') ON CONFLICT DO NOTHING`, proj.Name()); err != nil {
+			return fmt.Errorf("reset %s: %w", proj.Name(), err)
+		}
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM events_offsets WHERE consumer_group = $1 FOR UPDATE`, proj.Name()); err != nil {
+			return fmt.Errorf("lock %s: %w", proj.Name(), err)
+		}
+		tables := make([]string, len(proj.Tables()))
+		for i, t := range proj.Tables() {
+			tables[i] = pgx.Identifier{t}.Sanitize()
+		}
+		if len(tables) > 0 {
+			if _, err := tx.Exec(ctx, `TRUNCATE `+strings.Join(tables, ", ")); err != nil {
+				return fmt.Errorf("truncate %s: %w", proj.Name(), err)
+			}
+		}
+		if _, err := tx.Exec(ctx, `UPDATE events_offsets SET offset_acked = 0, last_processed_transaction_id = '0' WHERE consumer_group = $1`, proj.Name()); err != nil {
+			return fmt.Errorf("rewind %s: %w", proj.Name(), err)
+		}
+		return nil
+	})
+}
+
+// Running reports whether every projection's subscriber runs (readiness).
+func (p *Projector) Running() error {
+	for _, proj := range p.order {
+		st := p.states[proj.Name()]
+		st.mu.Lock()
+		running := st.running
+		st.mu.Unlock()
+		if !running {
+			return fmt.Errorf("projection %s is not running", proj.Name())
+		}
+	}
+	return nil
+}
+
+// ProjectionStatus reads a consumer group's checkpoint and lag from the database alone (the CLI uses it
+// without running projections).
+func ProjectionStatus(ctx context.Context, pool *pgxpool.Pool, name string) (queries.ProjectionStatus, error) {
+	cp, err := readCheckpoint(ctx, pool, name)
+	if err != nil {
+		return queries.ProjectionStatus{}, err
+	}
+	var lag int64
+	err = pool.QueryRow(ctx, `SELECT count(*) FROM events WHERE (transaction_id, "offset") > ($1::text::xid8, $2)`,
+		strconv.FormatUint(cp.TxID, 10), cp.Offset).Scan(&lag)
+	if err != nil {
+		return queries.ProjectionStatus{}, fmt.Errorf("lag of %s: %w", name, err)
+	}
+	return queries.ProjectionStatus{Name: name, Checkpoint: cp.String(), LagEvents: lag, Status: "unknown"}, nil
+}

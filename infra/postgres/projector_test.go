@@ -1,0 +1,272 @@
+package postgres_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"taki/events"
+	"taki/infra/logging"
+	. "taki/infra/postgres"
+	"taki/infra/postgres/pgtest"
+)
+
+// recorder is a test projection that logs every event it applies, in apply order.
+type recorder struct {
+	name string
+	// failOnce, when set, makes the first apply of that version write and then fail.
+	failOnce atomic.Int64
+}
+
+func (r *recorder) Name() string     { return r.name }
+func (r *recorder) Tables() []string { return []string{"test_applied"} }
+func (r *recorder) Apply(b *pgx.Batch, e events.Envelope) error {
+	b.Queue(`INSERT INTO test_applied (projection, stream_id, version) VALUES ($1, $2, $3)`, r.name, e.StreamID, e.Version)
+	if v := r.failOnce.Load(); v != 0 && v == e.Version && r.failOnce.CompareAndSwap(v, 0) {
+		b.Queue(`SELECT 1/0`)
+	}
+	return nil
+}
+
+func setupProjectorDB(t *testing.T) (*pgxpool.Pool, string) {
+	t.Helper()
+	url := pgtest.NewDatabase(t)
+	pool := pgtest.NewPool(t, url)
+	if _, err := pool.Exec(context.Background(), `CREATE TABLE test_applied (
+		seq bigserial PRIMARY KEY, projection text NOT NULL, stream_id uuid NOT NULL, version bigint NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	return pool, url
+}
+
+type runningProjector struct {
+	*Projector
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startProjector(t *testing.T, pool *pgxpool.Pool, url string, batch int, poll time.Duration, hook func(*Projector), projs ...Projection) *runningProjector {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	n := NewNotifier(url, logging.Discard())
+	go n.Run(ctx)
+	p, err := NewProjector(pool, events.NewRegistry(), n, ProjectorConfig{BatchSize: batch, PollInterval: poll, ResendInterval: time.Millisecond, Logger: logging.Discard()}, projs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hook != nil {
+		hook(p)
+	}
+	rp := &runningProjector{Projector: p, cancel: cancel, done: make(chan error, 1)}
+	go func() { rp.done <- p.Run(ctx) }()
+	t.Cleanup(rp.stop)
+	return rp
+}
+
+func (rp *runningProjector) stop() {
+	rp.cancel()
+	<-rp.done
+	rp.done <- nil // later stops return at once
+}
+
+// slowAppend writes one event in a transaction that takes its transaction id first and commits after a
+// pause, so later writers commit before it: the case where a naive offset-ordered reader skips rows.
+func slowAppend(ctx context.Context, pool *pgxpool.Pool, stream uuid.UUID, version int64, pause time.Duration) (events.Position, error) {
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		return events.Position{}, err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if _, err := tx.Exec(ctx, `SELECT pg_current_xact_id()`); err != nil {
+		return events.Position{}, err
+	}
+	if _, err := tx.Exec(ctx, `SELECT pg_sleep($1)`, pause.Seconds()); err != nil {
+		return events.Position{}, err
+	}
+	var xid string
+	var off int64
+	err = tx.QueryRow(ctx, `INSERT INTO events (transaction_id, event_id, stream_id, stream_type, version, event_type, schema_version, occurred_at, payload, metadata)
+		VALUES (pg_current_xact_id(), $1, $2, 'user', $3, 'user.logged_in', 1, now(), $4, '{}')
+		RETURNING transaction_id::text, "offset"`,
+		uuid.Must(uuid.NewV7()), stream, version, fmt.Sprintf(`{"user_id":%q,"at":"2026-01-01T00:00:00Z"}`, stream)).Scan(&xid, &off)
+	if err != nil {
+		return events.Position{}, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return events.Position{}, err
+	}
+	x, _ := strconv.ParseUint(xid, 10, 64)
+	return events.Position{TxID: x, Offset: off}, nil
+}
+
+// assertExactlyOnceInOrder checks that projection applied versions 1..n of every stream exactly once,
+// in version order.
+func assertExactlyOnceInOrder(t *testing.T, pool *pgxpool.Pool, projection string, streams []uuid.UUID, n int64) {
+	t.Helper()
+	for _, s := range streams {
+		rows, err := pool.Query(context.Background(), `SELECT version FROM test_applied WHERE projection = $1 AND stream_id = $2 ORDER BY seq`, projection, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if int64(len(got)) != n {
+			t.Fatalf("stream %s: applied %d events, want %d: %v", s, len(got), n, got)
+		}
+		for i, v := range got {
+			if v != int64(i+1) {
+				t.Fatalf("stream %s: apply order %v, want 1..%d once each", s, got, n)
+			}
+		}
+	}
+}
+
+func waitAll(t *testing.T, p *Projector, name string, positions []events.Position) {
+	t.Helper()
+	for _, pos := range positions {
+		ok, err := p.WaitFor(context.Background(), name, pos, 60*time.Second)
+		if err != nil || !ok {
+			t.Fatalf("projection %s never applied %v (err %v)", name, pos, err)
+		}
+	}
+}
+
+func TestProjectorSlowConcurrentWritersExactlyOnceInOrder(t *testing.T) {
+	pool, url := setupProjectorDB(t)
+	// A one-hour poll interval: only NOTIFY wake-ups can make this test pass in time.
+	p := startProjector(t, pool, url, 7, time.Hour, nil, &recorder{name: "a"}, &recorder{name: "b"})
+	ctx := context.Background()
+	const writers, perWriter = 8, 25
+	streams := make([]uuid.UUID, writers)
+	var mu sync.Mutex
+	var last []events.Position
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := range writers {
+		streams[w] = uuid.Must(uuid.NewV7())
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for v := int64(1); v <= perWriter; v++ {
+				pos, err := slowAppend(ctx, pool, streams[w], v, time.Duration(rand.IntN(15))*time.Millisecond)
+				if err != nil {
+					errs <- err
+					return
+				}
+				mu.Lock()
+				last = append(last, pos)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	waitAll(t, p.Projector, "a", last)
+	waitAll(t, p.Projector, "b", last)
+	assertExactlyOnceInOrder(t, pool, "a", streams, perWriter)
+	assertExactlyOnceInOrder(t, pool, "b", streams, perWriter)
+}
+
+func TestProjectorFailedMessageWritesAreUndone(t *testing.T) {
+	pool, url := setupProjectorDB(t)
+	rec := &recorder{name: "a"}
+	rec.failOnce.Store(5)
+	p := startProjector(t, pool, url, 100, time.Hour, nil, rec)
+	stream := uuid.Must(uuid.NewV7())
+	var last events.Position
+	for v := int64(1); v <= 10; v++ {
+		pos, err := slowAppend(context.Background(), pool, stream, v, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = pos
+	}
+	waitAll(t, p.Projector, "a", []events.Position{last})
+	if rec.failOnce.Load() != 0 {
+		t.Fatal("the failure was never injected")
+	}
+	assertExactlyOnceInOrder(t, pool, "a", []uuid.UUID{stream}, 10)
+}
+
+func TestProjectorCrashBetweenWriteAndAckLosesNothing(t *testing.T) {
+	pool, url := setupProjectorDB(t)
+	stream := uuid.Must(uuid.NewV7())
+	var last events.Position
+	for v := int64(1); v <= 40; v++ {
+		pos, err := slowAppend(context.Background(), pool, stream, v, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = pos
+	}
+
+	// First life: the connection dies right after event 12's writes, before its ack (a crash as the
+	// database sees it). The projector must reconnect and re-deliver from the last commit.
+	var killed atomic.Bool
+	p1 := startProjector(t, pool, url, 5, time.Hour, func(p *Projector) {
+		SetAfterWrite(p, func(ctx context.Context, tx pgx.Tx, env events.Envelope) {
+			if env.Version == 12 && killed.CompareAndSwap(false, true) {
+				_, _ = tx.Exec(ctx, `SELECT pg_terminate_backend(pg_backend_pid())`)
+			}
+		})
+	}, &recorder{name: "a"})
+	mid := events.Position{}
+	waitAll(t, p1.Projector, "a", []events.Position{last})
+	if !killed.Load() {
+		t.Fatal("the crash was never injected")
+	}
+	assertExactlyOnceInOrder(t, pool, "a", []uuid.UUID{stream}, 40)
+	p1.stop()
+
+	// Second life: the process stops between event 45's writes and its ack; a new process takes over.
+	for v := int64(41); v <= 60; v++ {
+		pos, err := slowAppend(context.Background(), pool, stream, v, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = pos
+		if v == 45 {
+			mid = pos
+		}
+	}
+	stopped := make(chan struct{})
+	die := make(chan context.CancelFunc, 1)
+	var once sync.Once
+	p2 := startProjector(t, pool, url, 50, time.Hour, func(p *Projector) {
+		SetAfterWrite(p, func(ctx context.Context, tx pgx.Tx, env events.Envelope) {
+			if env.Version == 45 {
+				once.Do(func() {
+					(<-die)() // the process dies: nothing after this may commit
+					close(stopped)
+				})
+			}
+		})
+	}, &recorder{name: "a"})
+	die <- p2.cancel
+	<-stopped
+	p2.stop()
+	cp, err := p2.Checkpoint(context.Background(), "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cp.Less(mid) {
+		t.Fatalf("checkpoint %v passed event 45 (%v) that was never acked", cp, mid)
+	}
+	p3 := startProjector(t, pool, url, 50, time.Hour, nil, &recorder{name: "a"})
+	waitAll(t, p3.Projector, "a", []events.Position{last})
+	assertExactlyOnceInOrder(t, pool, "a", []uuid.UUID{stream}, 60)
+}

@@ -1,0 +1,269 @@
+// Package server wires Taki's adapters into one running service: pool, event store, bus with every
+// handler, projections, sessions and the HTTP router. cmd/taki and the end-to-end tests both build it.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"taki/events"
+	"taki/handlers"
+	"taki/infra/auth"
+	"taki/infra/bus"
+	"taki/infra/config"
+	httpapi "taki/infra/http"
+	"taki/infra/postgres"
+	"taki/projections"
+)
+
+// Server is a wired Taki instance. Build it with New, run it with Run, release it with Close.
+type Server struct {
+	Config    config.Config
+	Logger    *slog.Logger
+	Pool      *pgxpool.Pool
+	Bus       *bus.Bus
+	Store     *postgres.EventStore
+	Projector *postgres.Projector
+	Sessions  *auth.Manager
+	Router    *gin.Engine
+	Registry  *prometheus.Registry
+
+	notifier *postgres.Notifier
+}
+
+// Options tune a server for tests and tools.
+type Options struct {
+	// PasswordConfig overrides argon2id's cost (tests use a cheap one).
+	PasswordConfig auth.PasswordConfig
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// New connects to the database (which must be migrated) and wires everything.
+func New(ctx context.Context, cfg config.Config, logger *slog.Logger, opts Options) (*Server, error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	gin.SetMode(gin.ReleaseMode)
+	pool, err := postgres.Connect(ctx, cfg.DatabaseURL, 0)
+	if err != nil {
+		return nil, err
+	}
+	s, err := wire(cfg, logger, pool, opts)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func wire(cfg config.Config, logger *slog.Logger, pool *pgxpool.Pool, opts Options) (*Server, error) {
+	registry := events.NewRegistry()
+	store, err := postgres.NewEventStore(pool, registry, logger, opts.Now)
+	if err != nil {
+		return nil, err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	hasher, err := auth.NewHasher(opts.PasswordConfig)
+	if err != nil {
+		return nil, err
+	}
+	sessions, err := auth.NewManager(pool, auth.SessionConfig{
+		IdleTimeout: cfg.SessionIdle, AbsoluteTimeout: cfg.SessionAbsolute, CookieSecure: cfg.CookieSecure, Now: opts.Now,
+	})
+	if err != nil {
+		return nil, err
+	}
+	throttle, err := auth.NewThrottle(pool, auth.ThrottleConfig{
+		MaxFailures: cfg.LoginFailuresBeforeThrottle, Window: cfg.LoginThrottleWindow, Now: opts.Now,
+	})
+	if err != nil {
+		return nil, err
+	}
+	tokens, err := auth.NewWSTokens(cfg.Secret, opts.Now, 0)
+	if err != nil {
+		return nil, err
+	}
+
+	usersProjection, err := projections.NewUsers(pool)
+	if err != nil {
+		return nil, err
+	}
+	notifier := postgres.NewNotifier(cfg.DatabaseURL, logger)
+	projector, err := postgres.NewProjector(pool, registry, notifier, postgres.ProjectorConfig{
+		BatchSize: cfg.ProjectionBatchSize, Logger: logger,
+	}, usersProjection)
+	if err != nil {
+		return nil, err
+	}
+	reg.MustRegister(postgres.NewProjectorCollector(projector))
+
+	b := bus.New(
+		bus.Logging(logger),
+		bus.Metrics(reg),
+		bus.Validation(),
+		bus.RetryConflicts(10),
+		bus.ReadYourWrites(projector, cfg.ConsistencyWait),
+	)
+	log := bus.CountingLog(bus.RecordingLog{Log: store}, reg)
+	if err := registerHandlers(b, log, store, hasher, throttle, sessions, usersProjection, projector, opts.Now); err != nil {
+		return nil, err
+	}
+
+	migrator, err := postgres.NewMigrator(pool)
+	if err != nil {
+		return nil, err
+	}
+	router, err := httpapi.NewRouter(httpapi.Deps{
+		Bus: b, Sessions: sessions, WSTokens: tokens, Logger: logger, Registry: reg, Gatherer: reg,
+		Readiness: []httpapi.ReadinessCheck{
+			{Name: "database", Check: pool.Ping},
+			{Name: "migrations", Check: func(ctx context.Context) error {
+				pending, err := migrator.Pending(ctx)
+				if err != nil {
+					return err
+				}
+				if pending {
+					return errors.New("migrations pending: run `taki migrate up`")
+				}
+				return nil
+			}},
+			{Name: "projections", Check: func(context.Context) error { return projector.Running() }},
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Server{
+		Config: cfg, Logger: logger, Pool: pool, Bus: b, Store: store, Projector: projector,
+		Sessions: sessions, Router: router, Registry: reg, notifier: notifier,
+	}, nil
+}
+
+func registerHandlers(b *bus.Bus, log events.Log, store *postgres.EventStore, hasher handlers.PasswordHasher,
+	throttle handlers.LoginThrottle, sessions handlers.SessionRevoker, users *projections.Users,
+	projector *postgres.Projector, now func() time.Time) error {
+	register, err := handlers.NewRegisterUserHandler(log, hasher, now)
+	if err != nil {
+		return err
+	}
+	logIn, err := handlers.NewLogInHandler(log, store, hasher, throttle, now)
+	if err != nil {
+		return err
+	}
+	update, err := handlers.NewUpdateProfileHandler(log)
+	if err != nil {
+		return err
+	}
+	change, err := handlers.NewChangePasswordHandler(log, hasher, sessions)
+	if err != nil {
+		return err
+	}
+	promote, err := handlers.NewPromoteUserHandler(log, store, sessions)
+	if err != nil {
+		return err
+	}
+	userQueries, err := handlers.NewUserQueries(users)
+	if err != nil {
+		return err
+	}
+	admin, err := handlers.NewAdminHandlers(projector, store)
+	if err != nil {
+		return err
+	}
+	bus.RegisterCommand(b, register)
+	bus.RegisterCommand(b, logIn)
+	bus.RegisterCommand(b, update)
+	bus.RegisterCommand(b, change)
+	bus.RegisterCommand(b, promote)
+	bus.RegisterCommand(b, handlers.ReplayProjectionHandler{AdminHandlers: admin})
+	bus.RegisterQuery(b, handlers.GetProfileHandler{UserQueries: userQueries})
+	bus.RegisterQuery(b, handlers.GetUserHandler{UserQueries: userQueries})
+	bus.RegisterQuery(b, handlers.SearchUsersHandler{UserQueries: userQueries})
+	bus.RegisterQuery(b, handlers.ListProjectionsHandler{AdminHandlers: admin})
+	bus.RegisterQuery(b, handlers.ListEventsHandler{AdminHandlers: admin})
+	return nil
+}
+
+// Start runs the background workers (event notifications, projections) until ctx ends, and returns
+// once every projection has subscribed. Wait blocks until they stopped.
+func (s *Server) Start(ctx context.Context) (wait func(), err error) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); s.notifier.Run(ctx) }()
+	errc := make(chan error, 1)
+	go func() {
+		defer wg.Done()
+		if err := s.Projector.Run(ctx); err != nil {
+			errc <- err
+		}
+	}()
+	select {
+	case <-s.Projector.Started():
+		return wg.Wait, nil
+	case err := <-errc:
+		wg.Wait()
+		return nil, err
+	case <-ctx.Done():
+		wg.Wait()
+		return nil, ctx.Err()
+	}
+}
+
+// Serve runs the HTTP server on ln until ctx ends, then drains it (at most Config.ShutdownTimeout),
+// stops the workers and returns.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	workers, cancelWorkers := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWorkers()
+	wait, err := s.Start(workers)
+	if err != nil {
+		return fmt.Errorf("start projections: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           s.Router,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.Logger.Handler(), slog.LevelWarn),
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	s.Logger.Info("serving", slog.String("addr", ln.Addr().String()))
+
+	select {
+	case err := <-served:
+		cancelWorkers()
+		wait()
+		return fmt.Errorf("http server: %w", err)
+	case <-ctx.Done():
+	}
+	s.Logger.Info("shutting down: draining HTTP")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), s.Config.ShutdownTimeout)
+	defer cancel()
+	err = srv.Shutdown(shutdownCtx)
+	s.Logger.Info("shutting down: stopping subscribers")
+	cancelWorkers()
+	wait()
+	if err != nil {
+		return fmt.Errorf("drain http: %w", err)
+	}
+	return nil
+}
+
+// Close releases the pool.
+func (s *Server) Close() { s.Pool.Close() }

@@ -1,0 +1,80 @@
+package queries
+
+import (
+	"time"
+
+	"github.com/google/uuid"
+
+	"taki/commands"
+)
+
+// UsersReadModel is the projection that serves user queries.
+const UsersReadModel = "users"
+
+// User is a user as its owner sees it (GET /users/me); sessions answers embed it without login_count.
+type User struct {
+	ID          uuid.UUID `json:"id"`
+	Email       string    `json:"email"`
+	DisplayName string    `json:"display_name"`
+	AvatarURL   *string   `json:"avatar_url"`
+	Role        string    `json:"role"`
+	CreatedAt   time.Time `json:"created_at"`
+	LoginCount  int64     `json:"login_count"`
+}
+
+// PublicUser is a user as others see it (directory, GET /users/{id}).
+type PublicUser struct {
+	ID          uuid.UUID `json:"id"`
+	DisplayName string    `json:"display_name"`
+	AvatarURL   *string   `json:"avatar_url"`
+}
+
+// GetProfile answers the acting user's own profile.
+type GetProfile struct {
+	UserID uuid.UUID
+}
+
+// ReadModel implements bus.ReadModelQuery.
+func (GetProfile) ReadModel() string { return UsersReadModel }
+
+// GetUser answers another user's public profile.
+type GetUser struct {
+	UserID uuid.UUID
+}
+
+// ReadModel implements bus.ReadModelQuery.
+func (GetUser) ReadModel() string { return UsersReadModel }
+
+// SearchUsers lists users whose display name starts with Prefix (case-insensitive), by name then id.
+type SearchUsers struct {
+	Prefix string
+	Limit  int
+	Cursor string
+}
+
+// ReadModel implements bus.ReadModelQuery.
+func (SearchUsers) ReadModel() string { return UsersReadModel }
+
+// Validate implements bus.Validatable.
+func (q SearchUsers) Validate() error {
+	var f []commands.FieldError
+	if len([]rune(q.Prefix)) > 64 {
+		f = append(f, commands.FieldError{Field: "q", Message: "must be at most 64 characters"})
+	}
+	if q.Limit < 0 || q.Limit > MaxLimit {
+		f = append(f, commands.FieldError{Field: "limit", Message: "must be between 1 and 200"})
+	}
+	if q.Cursor != "" {
+		var c UserCursor
+		if err := DecodeCursor(q.Cursor, &c); err != nil {
+			f = append(f, commands.FieldError{Field: "cursor", Message: err.Error()})
+		}
+	}
+	return commands.Invalid(f)
+}
+
+// UserCursor is the keyset position of the directory: the lower-cased name and the id after it.
+type UserCursor struct {
+	Name string    `json:"n"`
+	ID   uuid.UUID `json:"i"`
+}
