@@ -26,7 +26,8 @@ func (u user) exists() bool { return u.ID != uuid.Nil }
 
 func (u user) view() queries.User {
 	v := queries.User{
-		ID: u.ID, Email: u.Email, DisplayName: u.DisplayName, Role: u.Role, CreatedAt: u.CreatedAt, LoginCount: u.LoginCount,
+		UserSummary: queries.UserSummary{ID: u.ID, Email: u.Email, DisplayName: u.DisplayName, Role: u.Role, CreatedAt: u.CreatedAt},
+		LoginCount:  u.LoginCount,
 	}
 	if u.AvatarURL != "" {
 		a := u.AvatarURL

@@ -11,15 +11,20 @@ import (
 // UsersReadModel is the projection that serves user queries.
 const UsersReadModel = "users"
 
-// User is a user as its owner sees it (GET /users/me); sessions answers embed it without login_count.
-type User struct {
+// UserSummary is API.md's `user` object, as registration and session answers show it.
+type UserSummary struct {
 	ID          uuid.UUID `json:"id"`
 	Email       string    `json:"email"`
 	DisplayName string    `json:"display_name"`
 	AvatarURL   *string   `json:"avatar_url"`
 	Role        string    `json:"role"`
 	CreatedAt   time.Time `json:"created_at"`
-	LoginCount  int64     `json:"login_count"`
+}
+
+// User is a user as its owner sees it (GET /users/me).
+type User struct {
+	UserSummary
+	LoginCount int64 `json:"login_count"`
 }
 
 // PublicUser is a user as others see it (directory, GET /users/{id}).

@@ -12,6 +12,7 @@ import (
 	"taki/infra/config"
 	"taki/infra/logging"
 	"taki/infra/postgres"
+	"taki/infra/server"
 )
 
 // environment is what every subcommand shares: settings from TAKI_* variables, overridden by flags.
@@ -52,6 +53,16 @@ func (e *environment) logger(cfg config.Config, w io.Writer) *slog.Logger {
 		w = os.Stderr
 	}
 	return logging.New(w, cfg.LogFormat, cfg.LogLevel)
+}
+
+// server wires a Taki instance on the configured (already migrated) database, for subcommands that
+// dispatch through the bus. The caller closes it.
+func (e *environment) server(ctx context.Context) (*server.Server, error) {
+	cfg, err := e.config()
+	if err != nil {
+		return nil, err
+	}
+	return server.New(ctx, cfg, e.logger(cfg, nil), server.Options{})
 }
 
 // pool connects to the configured database.

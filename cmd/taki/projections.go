@@ -5,8 +5,6 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
-
-	"taki/infra/server"
 )
 
 func newProjectionsCmd(env *environment) *cobra.Command {
@@ -17,11 +15,7 @@ func newProjectionsCmd(env *environment) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			cfg, err := env.config()
-			if err != nil {
-				return err
-			}
-			srv, err := server.New(ctx, cfg, env.logger(cfg, nil), server.Options{})
+			srv, err := env.server(ctx)
 			if err != nil {
 				return err
 			}
@@ -33,9 +27,10 @@ func newProjectionsCmd(env *environment) *cobra.Command {
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "NAME\tCHECKPOINT\tLAG\tSTATUS")
 			for _, s := range statuses {
-				status := s.Status
-				if status == "stopped" {
-					status = "idle (no subscriber in this process)"
+				// This process runs no subscriber: describe the projection by its lag alone.
+				status := "caught up"
+				if s.LagEvents > 0 {
+					status = "behind"
 				}
 				fmt.Fprintf(w, "%s\t%s\t%d\t%s\n", s.Name, s.Checkpoint, s.LagEvents, status)
 			}

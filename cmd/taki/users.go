@@ -7,7 +7,6 @@ import (
 
 	"taki/commands"
 	"taki/infra/bus"
-	"taki/infra/server"
 	"taki/queries"
 )
 
@@ -19,11 +18,7 @@ func newUsersCmd(env *environment) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			cfg, err := env.config()
-			if err != nil {
-				return err
-			}
-			srv, err := server.New(ctx, cfg, env.logger(cfg, nil), server.Options{})
+			srv, err := env.server(ctx)
 			if err != nil {
 				return err
 			}

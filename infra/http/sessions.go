@@ -13,9 +13,9 @@ import (
 )
 
 type sessionJSON struct {
-	User      userJSON  `json:"user"`
-	CSRFToken string    `json:"csrf_token"`
-	ExpiresAt time.Time `json:"expires_at"`
+	User      queries.UserSummary `json:"user"`
+	CSRFToken string              `json:"csrf_token"`
+	ExpiresAt time.Time           `json:"expires_at"`
 }
 
 func (a *api) logIn(c *gin.Context) {
@@ -37,7 +37,7 @@ func (a *api) logIn(c *gin.Context) {
 		return
 	}
 	c.Header("Cache-Control", "no-store")
-	c.JSON(http.StatusOK, sessionJSON{User: userOf(u), CSRFToken: s.CSRFToken, ExpiresAt: s.ExpiresAt})
+	c.JSON(http.StatusOK, sessionJSON{User: u.UserSummary, CSRFToken: s.CSRFToken, ExpiresAt: s.ExpiresAt})
 }
 
 func (a *api) currentSession(c *gin.Context) {
@@ -47,7 +47,7 @@ func (a *api) currentSession(c *gin.Context) {
 		return
 	}
 	c.Header("Cache-Control", "no-store")
-	c.JSON(http.StatusOK, sessionJSON{User: userOf(u), CSRFToken: s.CSRFToken, ExpiresAt: s.ExpiresAt})
+	c.JSON(http.StatusOK, sessionJSON{User: u.UserSummary, CSRFToken: s.CSRFToken, ExpiresAt: s.ExpiresAt})
 }
 
 func (a *api) logOut(c *gin.Context) {

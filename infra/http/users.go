@@ -3,7 +3,6 @@ package httpapi
 import (
 	"net/http"
 	"strconv"
-	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/google/uuid"
@@ -11,20 +10,6 @@ import (
 	"taki/commands"
 	"taki/queries"
 )
-
-// userJSON is API.md's `user` object: a profile without login_count.
-type userJSON struct {
-	ID          uuid.UUID `json:"id"`
-	Email       string    `json:"email"`
-	DisplayName string    `json:"display_name"`
-	AvatarURL   *string   `json:"avatar_url"`
-	Role        string    `json:"role"`
-	CreatedAt   time.Time `json:"created_at"`
-}
-
-func userOf(u queries.User) userJSON {
-	return userJSON{ID: u.ID, Email: u.Email, DisplayName: u.DisplayName, AvatarURL: u.AvatarURL, Role: u.Role, CreatedAt: u.CreatedAt}
-}
 
 func (a *api) register(c *gin.Context) {
 	var body struct {
@@ -45,7 +30,7 @@ func (a *api) register(c *gin.Context) {
 		return
 	}
 	c.Header("Location", "/api/v1/users/"+u.ID.String())
-	c.JSON(http.StatusCreated, userOf(u))
+	c.JSON(http.StatusCreated, u.UserSummary)
 }
 
 func (a *api) me(c *gin.Context) {
