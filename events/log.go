@@ -34,6 +34,8 @@ type Snapshot struct {
 	Version       int64
 	SchemaVersion int
 	State         json.RawMessage
+	// Position is the log position of the event at Version (set when loaded; the log fills it in).
+	Position Position
 }
 
 // Append is what a command decided for one stream.

@@ -24,11 +24,13 @@ type aggregate[S any] struct {
 	stateVersion int
 }
 
-// loaded is an aggregate's state at a version.
+// loaded is an aggregate's state at a version, and the log position of the event at that version
+// (what a command answering from this state reflects).
 type loaded[S any] struct {
 	id      uuid.UUID
 	state   S
 	version int64
+	pos     events.Position
 }
 
 func (a aggregate[S]) load(ctx context.Context, log events.Log, id uuid.UUID) (loaded[S], error) {
@@ -42,10 +44,12 @@ func (a aggregate[S]) load(ctx context.Context, log events.Log, id uuid.UUID) (l
 			return out, fmt.Errorf("load %s %s: snapshot: %w", a.streamType, id, err)
 		}
 		out.version = stream.Snapshot.Version
+		out.pos = stream.Snapshot.Position
 	}
 	for _, e := range stream.Events {
 		out.state = a.evolve(out.state, e)
 		out.version = e.Version
+		out.pos = e.Position
 	}
 	return out, nil
 }
@@ -69,8 +73,10 @@ func (a aggregate[S]) append(ctx context.Context, log events.Log, l loaded[S], c
 		}
 		app.Snapshot = &events.Snapshot{Version: next.version, SchemaVersion: a.stateVersion, State: state}
 	}
-	if _, err := log.Append(ctx, app); err != nil {
+	pos, err := log.Append(ctx, app)
+	if err != nil {
 		return l, err
 	}
+	next.pos = pos
 	return next, nil
 }

@@ -12,17 +12,17 @@ import (
 // ChangePasswordHandler replaces a password after checking the current one, then ends every other
 // session of the user (the caller re-issues the one it keeps).
 type ChangePasswordHandler struct {
-	log      events.Log
+	store    *Store
 	hasher   PasswordHasher
 	sessions SessionRevoker
 }
 
 // NewChangePasswordHandler refuses nil dependencies.
-func NewChangePasswordHandler(log events.Log, hasher PasswordHasher, sessions SessionRevoker) (*ChangePasswordHandler, error) {
-	if log == nil || hasher == nil || sessions == nil {
+func NewChangePasswordHandler(store *Store, hasher PasswordHasher, sessions SessionRevoker) (*ChangePasswordHandler, error) {
+	if store == nil || hasher == nil || sessions == nil {
 		return nil, errors.New("new change password handler: nil dependency")
 	}
-	return &ChangePasswordHandler{log: log, hasher: hasher, sessions: sessions}, nil
+	return &ChangePasswordHandler{store: store, hasher: hasher, sessions: sessions}, nil
 }
 
 // Handle implements bus.CommandHandler.
@@ -31,7 +31,7 @@ func (h *ChangePasswordHandler) Handle(ctx context.Context, cmd commands.ChangeP
 }
 
 func (h *ChangePasswordHandler) change(ctx context.Context, cmd commands.ChangePassword) error {
-	u, err := users.load(ctx, h.log, cmd.Actor)
+	u, err := load(ctx, h.store, users, cmd.Actor)
 	if err != nil {
 		return err
 	}
@@ -53,7 +53,7 @@ func (h *ChangePasswordHandler) change(ctx context.Context, cmd commands.ChangeP
 	if err != nil {
 		return fmt.Errorf("hash password: %w", err)
 	}
-	if _, err := users.append(ctx, h.log, u, nil, events.UserPasswordChanged{UserID: u.id, PasswordHash: hash}); err != nil {
+	if _, err := save(ctx, h.store, users, u, nil, events.UserPasswordChanged{UserID: u.id, PasswordHash: hash}); err != nil {
 		return err
 	}
 	if _, err := h.sessions.RevokeAllForUser(ctx, u.id, cmd.KeepSession); err != nil {

@@ -15,7 +15,7 @@ import (
 // LogInHandler checks credentials and records the login. Every failure answers the same
 // "unauthenticated" in about the same time, whether the email exists or not.
 type LogInHandler struct {
-	log      events.Log
+	store    *Store
 	owners   ClaimOwners
 	hasher   PasswordHasher
 	throttle LoginThrottle
@@ -23,11 +23,11 @@ type LogInHandler struct {
 }
 
 // NewLogInHandler refuses nil dependencies.
-func NewLogInHandler(log events.Log, owners ClaimOwners, hasher PasswordHasher, throttle LoginThrottle, now func() time.Time) (*LogInHandler, error) {
-	if log == nil || owners == nil || hasher == nil || throttle == nil || now == nil {
+func NewLogInHandler(store *Store, owners ClaimOwners, hasher PasswordHasher, throttle LoginThrottle, now func() time.Time) (*LogInHandler, error) {
+	if store == nil || owners == nil || hasher == nil || throttle == nil || now == nil {
 		return nil, errors.New("new log in handler: nil dependency")
 	}
-	return &LogInHandler{log: log, owners: owners, hasher: hasher, throttle: throttle, now: now}, nil
+	return &LogInHandler{store: store, owners: owners, hasher: hasher, throttle: throttle, now: now}, nil
 }
 
 var errBadCredentials = commands.Unauthenticated("the email or password is not correct")
@@ -50,7 +50,7 @@ func (h *LogInHandler) Handle(ctx context.Context, cmd commands.LogIn) (queries.
 		}
 		return queries.User{}, err
 	}
-	next, err := users.append(ctx, h.log, u, nil, events.UserLoggedIn{UserID: u.id, At: h.now().UTC()})
+	next, err := save(ctx, h.store, users, u, nil, events.UserLoggedIn{UserID: u.id, At: h.now().UTC()})
 	if err != nil {
 		return queries.User{}, err
 	}
@@ -74,7 +74,7 @@ func (h *LogInHandler) verify(ctx context.Context, cmd commands.LogIn) (loaded[u
 		h.hasher.VerifyDummy(cmd.Password)
 		return loaded[user]{}, errBadCredentials
 	}
-	u, err := users.load(ctx, h.log, id)
+	u, err := load(ctx, h.store, users, id)
 	if err != nil {
 		return u, err
 	}

@@ -13,17 +13,17 @@ import (
 // PromoteUserHandler makes a user an admin and ends that user's sessions, so the new role only ever
 // applies to sessions started after it (and a stolen session cannot keep old rights).
 type PromoteUserHandler struct {
-	log      events.Log
+	store    *Store
 	owners   ClaimOwners
 	sessions SessionRevoker
 }
 
 // NewPromoteUserHandler refuses nil dependencies.
-func NewPromoteUserHandler(log events.Log, owners ClaimOwners, sessions SessionRevoker) (*PromoteUserHandler, error) {
-	if log == nil || owners == nil || sessions == nil {
+func NewPromoteUserHandler(store *Store, owners ClaimOwners, sessions SessionRevoker) (*PromoteUserHandler, error) {
+	if store == nil || owners == nil || sessions == nil {
 		return nil, errors.New("new promote user handler: nil dependency")
 	}
-	return &PromoteUserHandler{log: log, owners: owners, sessions: sessions}, nil
+	return &PromoteUserHandler{store: store, owners: owners, sessions: sessions}, nil
 }
 
 // Handle implements bus.CommandHandler.
@@ -39,7 +39,7 @@ func (h *PromoteUserHandler) Handle(ctx context.Context, cmd commands.PromoteUse
 	if !ok {
 		return queries.User{}, commands.NotFound("user")
 	}
-	u, err := users.load(ctx, h.log, id)
+	u, err := load(ctx, h.store, users, id)
 	if err != nil {
 		return queries.User{}, err
 	}
@@ -47,7 +47,7 @@ func (h *PromoteUserHandler) Handle(ctx context.Context, cmd commands.PromoteUse
 		return queries.User{}, commands.NotFound("user")
 	}
 	if u.state.Role != string(commands.RoleAdmin) {
-		if u, err = users.append(ctx, h.log, u, nil, events.UserRoleChanged{UserID: id, Role: string(commands.RoleAdmin)}); err != nil {
+		if u, err = save(ctx, h.store, users, u, nil, events.UserRoleChanged{UserID: id, Role: string(commands.RoleAdmin)}); err != nil {
 			return queries.User{}, err
 		}
 	}

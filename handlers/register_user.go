@@ -14,17 +14,17 @@ import (
 // RegisterUserHandler creates accounts. The email is claimed in the same transaction as the
 // registration, so racing registrations of one address make exactly one account.
 type RegisterUserHandler struct {
-	log    events.Log
+	store  *Store
 	hasher PasswordHasher
 	now    func() time.Time
 }
 
 // NewRegisterUserHandler refuses nil dependencies.
-func NewRegisterUserHandler(log events.Log, hasher PasswordHasher, now func() time.Time) (*RegisterUserHandler, error) {
-	if log == nil || hasher == nil || now == nil {
+func NewRegisterUserHandler(store *Store, hasher PasswordHasher, now func() time.Time) (*RegisterUserHandler, error) {
+	if store == nil || hasher == nil || now == nil {
 		return nil, errors.New("new register user handler: nil dependency")
 	}
-	return &RegisterUserHandler{log: log, hasher: hasher, now: now}, nil
+	return &RegisterUserHandler{store: store, hasher: hasher, now: now}, nil
 }
 
 // Handle implements bus.CommandHandler.
@@ -46,7 +46,7 @@ func (h *RegisterUserHandler) Handle(ctx context.Context, cmd commands.RegisterU
 		return queries.User{}, fmt.Errorf("hash password: %w", err)
 	}
 	l := loaded[user]{id: cmd.UserID}
-	next, err := users.append(ctx, h.log, l, []events.Claim{{Kind: emailClaim, Value: email.String()}}, events.UserRegistered{
+	next, err := save(ctx, h.store, users, l, []events.Claim{{Kind: emailClaim, Value: email.String()}}, events.UserRegistered{
 		UserID:       cmd.UserID,
 		Email:        email.String(),
 		DisplayName:  name.String(),

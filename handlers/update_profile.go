@@ -12,20 +12,20 @@ import (
 // UpdateProfileHandler changes a user's display name and avatar. It answers the profile from the
 // aggregate it just wrote, so the caller needs no read-model round trip.
 type UpdateProfileHandler struct {
-	log events.Log
+	store *Store
 }
 
-// NewUpdateProfileHandler refuses a nil log.
-func NewUpdateProfileHandler(log events.Log) (*UpdateProfileHandler, error) {
-	if log == nil {
-		return nil, errors.New("new update profile handler: nil log")
+// NewUpdateProfileHandler refuses a nil store.
+func NewUpdateProfileHandler(store *Store) (*UpdateProfileHandler, error) {
+	if store == nil {
+		return nil, errors.New("new update profile handler: nil store")
 	}
-	return &UpdateProfileHandler{log: log}, nil
+	return &UpdateProfileHandler{store: store}, nil
 }
 
 // Handle implements bus.CommandHandler.
 func (h *UpdateProfileHandler) Handle(ctx context.Context, cmd commands.UpdateProfile) (queries.User, error) {
-	u, err := users.load(ctx, h.log, cmd.Actor)
+	u, err := load(ctx, h.store, users, cmd.Actor)
 	if err != nil {
 		return queries.User{}, err
 	}
@@ -54,7 +54,7 @@ func (h *UpdateProfileHandler) Handle(ctx context.Context, cmd commands.UpdatePr
 	if ev.DisplayName == nil && ev.AvatarURL == nil {
 		return u.state.view(), nil // nothing changed: no event
 	}
-	next, err := users.append(ctx, h.log, u, nil, ev)
+	next, err := save(ctx, h.store, users, u, nil, ev)
 	if err != nil {
 		return queries.User{}, err
 	}

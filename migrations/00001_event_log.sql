@@ -28,18 +28,6 @@ CREATE TABLE events_offsets (
     last_processed_transaction_id xid8 NOT NULL
 );
 
--- Wakes subscribers within milliseconds of a commit instead of waiting for their next poll. NOTIFY is
--- delivered at commit and collapsed per transaction, so one statement-level trigger costs little.
--- +goose StatementBegin
-CREATE FUNCTION events_notify() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('taki_events', '');
-    RETURN NULL;
-END;
-$$;
--- +goose StatementEnd
-CREATE TRIGGER events_notify AFTER INSERT ON events FOR EACH STATEMENT EXECUTE FUNCTION events_notify();
-
 -- Aggregate snapshots: loading reads the snapshot plus the events after it, never the whole stream.
 CREATE TABLE snapshots (
     stream_id      uuid        NOT NULL PRIMARY KEY,
@@ -47,6 +35,9 @@ CREATE TABLE snapshots (
     version        bigint      NOT NULL,
     schema_version int         NOT NULL,
     state          jsonb       NOT NULL,
+    -- Log position of the snapshot's last event: what a command answering from it reflects.
+    position_tx     xid8       NOT NULL,
+    position_offset bigint     NOT NULL,
     taken_at       timestamptz NOT NULL DEFAULT now()
 );
 
@@ -62,7 +53,5 @@ CREATE TABLE unique_claims (
 -- +goose Down
 DROP TABLE unique_claims;
 DROP TABLE snapshots;
-DROP TRIGGER events_notify ON events;
-DROP FUNCTION events_notify();
 DROP TABLE events_offsets;
 DROP TABLE events;

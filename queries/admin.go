@@ -28,8 +28,8 @@ type ListEvents struct {
 // Validate implements bus.Validatable.
 func (q ListEvents) Validate() error {
 	var f []commands.FieldError
-	if q.Limit < 0 || q.Limit > 1000 {
-		f = append(f, commands.FieldError{Field: "limit", Message: "must be between 1 and 1000"})
+	if q.Limit < 0 || q.Limit > MaxLimit {
+		f = append(f, commands.FieldError{Field: "limit", Message: "must be between 1 and 200"})
 	}
 	if len(q.Type) > 100 {
 		f = append(f, commands.FieldError{Field: "type", Message: "must be at most 100 characters"})

@@ -10,7 +10,10 @@ import (
 	"reflect"
 	"sync"
 
+	"github.com/google/uuid"
+
 	"taki/events"
+	"taki/infra/logging"
 )
 
 // CommandHandler decides and appends events for one command type C, answering R.
@@ -112,6 +115,11 @@ func register(b *Bus, table map[reflect.Type]route, k Kind, h any, call Next, t 
 func Send[R, C any](ctx context.Context, b *Bus, cmd C) (R, events.Position, error) {
 	rec := &recorder{}
 	ctx = context.WithValue(ctx, recorderKey{}, rec)
+	// Each dispatch is the cause of the events it appends; the correlation id (the request's) ties
+	// them to everything else the client's action caused.
+	if id, err := uuid.NewV7(); err == nil {
+		ctx = logging.WithCausationID(ctx, id.String())
+	}
 	v, err := dispatch[R](ctx, b, b.commands, KindCommand, cmd)
 	return v, rec.position(), err
 }
@@ -173,6 +181,15 @@ func (r *recorder) position() events.Position {
 	return r.pos
 }
 
+// Observe makes pos part of the consistency token of the Send running in ctx (if any): the write
+// model reports the position of the state each command decided on, so a command that changed nothing
+// still answers a token covering what it showed.
+func Observe(ctx context.Context, pos events.Position) {
+	if rec, ok := ctx.Value(recorderKey{}).(*recorder); ok {
+		rec.record(pos)
+	}
+}
+
 // RecordingLog wraps the event log so that every append inside a Send becomes part of its token.
 type RecordingLog struct{ events.Log }
 
@@ -180,9 +197,7 @@ type RecordingLog struct{ events.Log }
 func (l RecordingLog) Append(ctx context.Context, appends ...events.Append) (events.Position, error) {
 	pos, err := l.Log.Append(ctx, appends...)
 	if err == nil {
-		if rec, ok := ctx.Value(recorderKey{}).(*recorder); ok {
-			rec.record(pos)
-		}
+		Observe(ctx, pos)
 	}
 	return pos, err
 }

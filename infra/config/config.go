@@ -14,6 +14,7 @@ import (
 // Config is every setting of a Taki process. The zero value is not usable: build it with Load.
 type Config struct {
 	DatabaseURL      string
+	DatabaseMaxConns int
 	HTTPAddr         string
 	Secret           []byte
 	AllowedOrigins   []string
@@ -62,6 +63,7 @@ func Load(getenv func(string) string) (Config, error) {
 func (c *Config) setDefaults() {
 	c.DatabaseURL = "postgres://postgres@127.0.0.1:5432/taki?sslmode=disable"
 	c.HTTPAddr = "127.0.0.1:8080"
+	c.DatabaseMaxConns = 40
 	c.LogLevel = slog.LevelInfo
 	c.LogFormat = "json"
 	c.SessionIdle = 30 * time.Minute
@@ -127,6 +129,13 @@ func (c *Config) read(getenv func(string) string) error {
 			*d.dst = parsed
 		}
 	}
+	if v := strings.TrimSpace(getenv("TAKI_DATABASE_MAX_CONNS")); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 4 || n > 1000 {
+			return &Error{"TAKI_DATABASE_MAX_CONNS", fmt.Sprintf("%q is not a number from 4 to 1000", v)}
+		}
+		c.DatabaseMaxConns = n
+	}
 	if v := strings.TrimSpace(getenv("TAKI_PROJECTION_BATCH_SIZE")); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 10000 {
@@ -153,7 +162,8 @@ func (c *Config) validate() error {
 	}
 	for _, o := range c.AllowedOrigins {
 		ou, err := url.Parse(o)
-		if err != nil || (ou.Scheme != "http" && ou.Scheme != "https") || ou.Host == "" || ou.Path != "" {
+		if err != nil || (ou.Scheme != "http" && ou.Scheme != "https") || ou.Host == "" || ou.Path != "" ||
+			ou.RawQuery != "" || ou.ForceQuery || ou.Fragment != "" || strings.Contains(o, "#") || ou.User != nil {
 			return &Error{"TAKI_ALLOWED_ORIGINS", fmt.Sprintf("%q is not an origin such as https://app.example.com", o)}
 		}
 	}
@@ -175,6 +185,11 @@ func (c *Config) validate() error {
 	if c.SquareBaseURL != "" {
 		if su, err := url.Parse(c.SquareBaseURL); err != nil || (su.Scheme != "http" && su.Scheme != "https") || su.Host == "" {
 			return &Error{"TAKI_SQUARE_BASE_URL", fmt.Sprintf("%q is not an http(s) URL", c.SquareBaseURL)}
+		}
+	}
+	if c.SquareWebhookURL != "" {
+		if wu, err := url.Parse(c.SquareWebhookURL); err != nil || (wu.Scheme != "http" && wu.Scheme != "https") || wu.Host == "" {
+			return &Error{"TAKI_SQUARE_WEBHOOK_URL", fmt.Sprintf("%q is not an absolute http(s) URL", c.SquareWebhookURL)}
 		}
 	}
 	if c.SessionAbsolute < c.SessionIdle {

@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"net/http"
-	"strconv"
 
 	"github.com/gin-gonic/gin"
 
@@ -24,14 +23,9 @@ func (a *api) replayProjection(c *gin.Context) {
 }
 
 func (a *api) listEvents(c *gin.Context) {
-	limit := 0
-	if s := c.Query("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > 1000 {
-			WriteError(c, commands.Invalid([]commands.FieldError{{Field: "limit", Message: "must be a number from 1 to 1000"}}))
-			return
-		}
-		limit = n
+	limit, ok := queryLimit(c)
+	if !ok {
+		return
 	}
 	page, ok := ask[queries.Page[queries.LoggedEvent]](c, a.Bus, queries.ListEvents{After: c.Query("after"), Type: c.Query("type"), Limit: limit})
 	if ok {

@@ -38,13 +38,12 @@ const (
 // watermill's (transaction_id, offset) order so consumers never skip a late commit.
 type eventLogSchema struct {
 	batchSize int
-	offsets   wmsql.OffsetsAdapter
 }
 
 func newOffsetsAdapter() wmsql.OffsetsAdapter {
-	return wmsql.DefaultPostgreSQLOffsetsAdapter{
+	return offsetsAdapter{wmsql.DefaultPostgreSQLOffsetsAdapter{
 		GenerateMessagesOffsetsTableName: func(string) string { return "events_offsets" },
-	}
+	}}
 }
 
 const insertColumns = 9

@@ -24,15 +24,18 @@ import (
 // and only if it was published), its uniqueness claims, an optional snapshot, and reads back the
 // position for the consistency token.
 type EventStore struct {
-	pool     *pgxpool.Pool
-	registry *events.Registry
-	schema   eventLogSchema
-	logger   watermill.LoggerAdapter
-	now      func() time.Time
+	pool      *pgxpool.Pool
+	registry  *events.Registry
+	notifier  *Notifier
+	schema    eventLogSchema
+	logger    watermill.LoggerAdapter
+	now       func() time.Time
+	committer *groupCommitter
 }
 
-// NewEventStore returns an event store on pool. now may be nil (time.Now).
-func NewEventStore(pool *pgxpool.Pool, registry *events.Registry, logger *slog.Logger, now func() time.Time) (*EventStore, error) {
+// NewEventStore returns an event store on pool. notifier (which wakes consumers after appends) and now
+// (time.Now) may be nil.
+func NewEventStore(pool *pgxpool.Pool, registry *events.Registry, notifier *Notifier, logger *slog.Logger, now func() time.Time) (*EventStore, error) {
 	if pool == nil {
 		return nil, errors.New("new event store: pool is nil")
 	}
@@ -46,13 +49,18 @@ func NewEventStore(pool *pgxpool.Pool, registry *events.Registry, logger *slog.L
 		now = time.Now
 	}
 	return &EventStore{
-		pool:     pool,
-		registry: registry,
-		schema:   eventLogSchema{batchSize: 1, offsets: newOffsetsAdapter()},
-		logger:   watermill.NewSlogLogger(logger),
-		now:      now,
+		pool:      pool,
+		registry:  registry,
+		notifier:  notifier,
+		schema:    eventLogSchema{batchSize: 1},
+		logger:    watermill.NewSlogLogger(logger),
+		now:       now,
+		committer: newGroupCommitter(pool),
 	}, nil
 }
+
+// Close stops the group committer; appends after it fail.
+func (s *EventStore) Close() { s.committer.close() }
 
 // batchExecutor hands watermill's publisher a ContextExecutor that queues its INSERT into the append's
 // pipeline. The pipeline runs as one implicit transaction (a single Sync), so the claims, the events,
@@ -72,7 +80,8 @@ func (e batchExecutor) QueryContext(context.Context, string, ...any) (wmsql.Rows
 	return nil, errors.New("event log publisher does not query")
 }
 
-// Append implements events.Log.
+// Append implements events.Log. The statements are prepared here, in the caller's goroutine, and
+// committed by the group committer together with those of concurrent commands.
 func (s *EventStore) Append(ctx context.Context, appends ...events.Append) (events.Position, error) {
 	batch := &pgx.Batch{}
 	pub, err := wmsql.NewPublisher(batchExecutor{batch}, wmsql.PublisherConfig{SchemaAdapter: s.schema}, s.logger)
@@ -96,9 +105,11 @@ func (s *EventStore) Append(ctx context.Context, appends ...events.Append) (even
 		}
 		nEvents += len(msgs)
 		if a.Snapshot != nil {
-			batch.Queue(`INSERT INTO snapshots (stream_id, stream_type, version, schema_version, state) VALUES ($1, $2, $3, $4, $5)
+			// Queued after the events: currval is the offset of this stream's last event.
+			batch.Queue(`INSERT INTO snapshots (stream_id, stream_type, version, schema_version, state, position_tx, position_offset)
+				VALUES ($1, $2, $3, $4, $5, pg_current_xact_id(), currval('events_offset_seq'))
 				ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, schema_version = excluded.schema_version,
-					state = excluded.state, taken_at = now()
+					state = excluded.state, position_tx = excluded.position_tx, position_offset = excluded.position_offset, taken_at = now()
 				WHERE snapshots.version < excluded.version`,
 				a.StreamID, a.StreamType, a.Snapshot.Version, a.Snapshot.SchemaVersion, string(a.Snapshot.State))
 		}
@@ -106,30 +117,12 @@ func (s *EventStore) Append(ctx context.Context, appends ...events.Append) (even
 	if nEvents == 0 {
 		return events.Position{}, errors.New("append: no events")
 	}
-	batch.Queue(`SELECT pg_current_xact_id()::text, currval('events_offset_seq')`)
-
-	br := s.pool.SendBatch(ctx, batch)
-	var pos events.Position
-	var execErr error
-	for i := 0; i < batch.Len()-1; i++ {
-		if _, err := br.Exec(); err != nil {
-			execErr = err
-			break
-		}
+	pos, err := s.committer.commit(ctx, batch.QueuedQueries)
+	if err != nil {
+		return events.Position{}, s.appendError(appends, err)
 	}
-	if execErr == nil {
-		var tx string
-		if err := br.QueryRow().Scan(&tx, &pos.Offset); err != nil {
-			execErr = err
-		} else if pos.TxID, err = strconv.ParseUint(tx, 10, 64); err != nil {
-			execErr = fmt.Errorf("parse transaction id %q: %w", tx, err)
-		}
-	}
-	if err := br.Close(); err != nil && execErr == nil {
-		execErr = err
-	}
-	if execErr != nil {
-		return events.Position{}, s.appendError(appends, execErr)
+	if s.notifier != nil {
+		s.notifier.Appended()
 	}
 	return pos, nil
 }
@@ -187,7 +180,7 @@ func (s *EventStore) messages(ctx context.Context, a events.Append, now time.Tim
 // the snapshot actually read are fetched again.
 func (s *EventStore) Load(ctx context.Context, streamID uuid.UUID, snapshotVersion int) (events.Stream, error) {
 	batch := &pgx.Batch{}
-	batch.Queue(`SELECT version, schema_version, state FROM snapshots WHERE stream_id = $1`, streamID)
+	batch.Queue(`SELECT version, schema_version, state, position_tx::text, position_offset FROM snapshots WHERE stream_id = $1`, streamID)
 	batch.Queue(`SELECT `+selectColumns+` FROM events WHERE stream_id = $1
 		AND version > COALESCE((SELECT version FROM snapshots WHERE stream_id = $1 AND schema_version = $2), 0)
 		ORDER BY version`, streamID, snapshotVersion)
@@ -196,12 +189,16 @@ func (s *EventStore) Load(ctx context.Context, streamID uuid.UUID, snapshotVersi
 
 	var out events.Stream
 	var snap events.Snapshot
-	err := br.QueryRow().Scan(&snap.Version, &snap.SchemaVersion, &snap.State)
+	var snapTx string
+	err := br.QueryRow().Scan(&snap.Version, &snap.SchemaVersion, &snap.State, &snapTx, &snap.Position.Offset)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 	case err != nil:
 		return out, fmt.Errorf("load snapshot of %s: %w", streamID, err)
 	case snap.SchemaVersion == snapshotVersion:
+		if snap.Position.TxID, err = strconv.ParseUint(snapTx, 10, 64); err != nil {
+			return out, fmt.Errorf("load snapshot of %s: position: %w", streamID, err)
+		}
 		out.Snapshot = &snap
 	}
 	rows, err := br.Query()

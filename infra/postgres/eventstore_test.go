@@ -18,10 +18,11 @@ import (
 func newStore(t *testing.T) *EventStore {
 	t.Helper()
 	pool := pgtest.NewPool(t, pgtest.NewDatabase(t))
-	s, err := NewEventStore(pool, events.NewRegistry(), logging.Discard(), nil)
+	s, err := NewEventStore(pool, events.NewRegistry(), nil, logging.Discard(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(s.Close)
 	return s
 }
 

@@ -10,5 +10,5 @@ import (
 
 // SetAfterWrite lets tests act between a message's read-model writes and its ack (a crash there).
 func SetAfterWrite(p *Projector, f func(ctx context.Context, tx pgx.Tx, env events.Envelope)) {
-	p.afterWrite = f
+	p.afterFlush = f
 }

@@ -23,6 +23,7 @@ func Connect(ctx context.Context, databaseURL string, maxConns int32) (*pgxpool.
 	if maxConns > 0 {
 		cfg.MaxConns = maxConns
 	}
+
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open pool: %w", err)

@@ -78,8 +78,8 @@ type Projector struct {
 	started  chan struct{}
 	once     sync.Once
 
-	// afterWrite, when set by tests, runs after a message's writes and before its ack.
-	afterWrite func(ctx context.Context, tx pgx.Tx, env events.Envelope)
+	// afterFlush, when set by tests, runs after a message's writes were sent and before its batch commits.
+	afterFlush func(ctx context.Context, tx pgx.Tx, env events.Envelope)
 }
 
 // NewProjector returns a runtime for projections; Run starts them.
@@ -119,6 +119,23 @@ type projectionState struct {
 	changed   chan struct{}
 	running   bool
 	lastErr   string
+	backoff   bool // a message failed in the last batch
+}
+
+// failed records a message that could not be applied; its batch committed what came before it.
+func (s *projectionState) failed(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lastErr = err.Error()
+	s.backoff = true
+}
+
+func (s *projectionState) takeFailure() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := s.backoff
+	s.backoff = false
+	return b
 }
 
 func newProjectionState() *projectionState {
@@ -192,7 +209,7 @@ func (p *Projector) Run(ctx context.Context) error {
 		if cp, err := p.Checkpoint(ctx, proj.Name()); err == nil {
 			st.advanceTo(cp)
 		}
-		sub, err := wmsql.NewSubscriber(guardedBeginner{pool: p.pool, state: st}, wmsql.SubscriberConfig{
+		sub, err := wmsql.NewSubscriber(guardedBeginner{pool: p.pool, state: st, afterFlush: p.afterFlush}, wmsql.SubscriberConfig{
 			ConsumerGroup:  proj.Name(),
 			SchemaAdapter:  eventLogSchema{batchSize: p.config.BatchSize},
 			OffsetsAdapter: newOffsetsAdapter(),
@@ -201,7 +218,7 @@ func (p *Projector) Run(ctx context.Context) error {
 			// No ack deadline: on expiry watermill-sql abandons the message but still commits the batch
 			// with the subscriber's live context. Handlers here either ack or nack promptly.
 			AckDeadline:    &noAckDeadline,
-			BackoffManager: &wakeBackoff{notifier: p.notifier, state: st, poll: p.config.PollInterval, done: ctx.Done(), logger: p.config.Logger, name: proj.Name()},
+			BackoffManager: &wakeBackoff{pool: p.pool, notifier: p.notifier, state: st, poll: p.config.PollInterval, done: ctx.Done(), logger: p.config.Logger, name: proj.Name(), chase: minChase},
 		}, logger)
 		if err != nil {
 			return fmt.Errorf("subscribe %s: %w", proj.Name(), err)
@@ -233,34 +250,38 @@ func (p *Projector) Started() <-chan struct{} { return p.started }
 
 func (p *Projector) consume(proj Projection, st *projectionState, msgs <-chan *message.Message) {
 	for msg := range msgs {
-		gtx, err := txOf(msg)
-		if err != nil {
-			// Cannot happen with guardedBeginner; without a transaction nothing can be applied safely.
-			p.config.Logger.Error("projection message without transaction", slog.String("err", err.Error()))
+		if err := p.handle(proj, msg); err != nil {
+			// Only a message that cannot even be decoded gets here. It is not skipped: it stays
+			// unacked and watermill-sql resends it after a pause, until an operator fixes the cause.
+			st.setErr(err)
+			p.config.Logger.ErrorContext(msg.Context(), "projection cannot apply event; retrying",
+				slog.String("projection", proj.Name()), slog.String("event_id", msg.UUID), slog.String("err", err.Error()))
 			msg.Nack()
 			continue
 		}
-		if gtx.isPoisoned() {
-			msg.Ack() // let watermill-sql reach its ack query, which fails and rolls the batch back
-			continue
-		}
-		if err := p.handle(proj, msg, gtx); err != nil {
-			st.setErr(err)
-			p.config.Logger.ErrorContext(msg.Context(), "projection failed to apply event; the batch rolls back and retries",
-				slog.String("projection", proj.Name()), slog.String("event_id", msg.UUID), slog.String("err", err.Error()))
-			// A nack would make watermill-sql resend within the same open transaction. Poisoning it and
-			// releasing the message instead rolls the whole batch back (nothing is skipped: the offset
-			// never moves) and retries it from the last commit after a backoff.
-			gtx.poison(err)
-			msg.Ack()
-			continue
-		}
-		st.setErr(nil)
-		if pos, err := events.ParsePosition(msg.Metadata.Get(MetaPosition)); err == nil {
-			st.markPending(pos)
-		}
-		gtx.ack(msg.Ack)
+		msg.Ack()
 	}
+}
+
+// handle queues the message's writes on its batch transaction; they are sent when the batch is acked.
+func (p *Projector) handle(proj Projection, msg *message.Message) error {
+	gtx, err := txOf(msg)
+	if err != nil {
+		return err
+	}
+	env, err := DecodeMessage(p.registry, msg)
+	if err != nil {
+		return err
+	}
+	b := &pgx.Batch{}
+	if err := proj.Apply(b, env); err != nil {
+		return fmt.Errorf("apply %s %s: %w", env.Type, env.ID, err)
+	}
+	if b.Len() > 0 {
+		gtx.enqueue(env, b)
+	}
+	gtx.handed(env.Position)
+	return nil
 }
 
 func txOf(msg *message.Message) (*guardedTx, error) {
@@ -275,40 +296,14 @@ func txOf(msg *message.Message) (*guardedTx, error) {
 	return gtx, nil
 }
 
-func (p *Projector) handle(proj Projection, msg *message.Message, gtx *guardedTx) error {
-	env, err := DecodeMessage(p.registry, msg)
-	if err != nil {
-		return err
-	}
-	b := &pgx.Batch{}
-	b.Queue("SAVEPOINT projection_message")
-	if err := proj.Apply(b, env); err != nil {
-		return fmt.Errorf("apply %s %s: %w", env.Type, env.ID, err)
-	}
-	if b.Len() == 1 {
-		return nil // not this projection's event: nothing to write
-	}
-	b.Queue("RELEASE SAVEPOINT projection_message")
-	ctx := msg.Context()
-	return gtx.write(func(tx pgx.Tx) error {
-		if err := tx.SendBatch(ctx, b).Close(); err != nil {
-			// Undo this message's writes so a retry starts clean.
-			if _, rbErr := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT projection_message"); rbErr != nil {
-				return errors.Join(fmt.Errorf("apply %s %s: %w", env.Type, env.ID, err), rbErr)
-			}
-			return fmt.Errorf("apply %s %s: %w", env.Type, env.ID, err)
-		}
-		if p.afterWrite != nil {
-			p.afterWrite(ctx, tx, env)
-		}
-		return nil
-	})
-}
-
-// wakeBackoff is the subscribers' BackoffManager, called after every batch transaction. With nothing to read it waits for a NOTIFY instead of sleeping a
-// fixed interval; after a wake-up that found nothing (a newer commit can stay invisible while an older
-// transaction runs) it polls tightly for a moment so it never waits a full interval for it.
+// wakeBackoff is the subscribers' BackoffManager, called after every batch transaction. With nothing
+// to read it waits for a wake-up (an append here, or another instance's NOTIFY) instead of sleeping a
+// fixed interval. An empty read is not proof of being caught up, though: a committed event stays
+// invisible while any older transaction of the cluster runs (that is what keeps late commits from
+// being skipped). So after an empty read it checks whether the log holds events past its checkpoint,
+// and while it does it polls with a short backoff; it idles only once nothing is left.
 type wakeBackoff struct {
+	pool     *pgxpool.Pool
 	notifier *Notifier
 	state    *projectionState
 	poll     time.Duration
@@ -316,13 +311,22 @@ type wakeBackoff struct {
 	logger   *slog.Logger
 	name     string
 
-	chase    time.Duration // current tight-poll delay, 0 when not chasing
+	chase    time.Duration // next tight-poll delay; 0 when idle
 	failures int
 }
 
-const maxChase = 256 * time.Millisecond
+const (
+	minChase = 500 * time.Microsecond
+	maxChase = 100 * time.Millisecond
+)
 
 func (b *wakeBackoff) HandleError(_ watermill.LoggerAdapter, noMsg bool, err error) time.Duration {
+	if b.state.takeFailure() {
+		// A message failed and its batch committed only what came before it: retry it after a pause
+		// rather than in a hot loop.
+		b.failures++
+		return min(time.Duration(b.failures)*100*time.Millisecond, 5*time.Second)
+	}
 	if err != nil {
 		if isSerializationConflict(err) {
 			// Another instance holds this consumer group; its commit moved the offset under us.
@@ -336,24 +340,38 @@ func (b *wakeBackoff) HandleError(_ watermill.LoggerAdapter, noMsg bool, err err
 	}
 	b.failures = 0
 	if !noMsg {
-		b.chase = 0
+		b.chase = minChase
 		return 0
 	}
 	if b.chase > 0 {
-		b.chase *= 2
-		if b.chase <= maxChase {
-			return b.chase
+		if b.behind() {
+			d := b.chase
+			b.chase = min(b.chase*2, maxChase)
+			return d
 		}
 		b.chase = 0
 	}
 	_, woke := b.notifier.Generation()
 	select {
 	case <-woke:
-		b.chase = 500 * time.Microsecond
 	case <-time.After(b.poll):
 	case <-b.done:
 	}
+	b.chase = minChase
 	return 0
+}
+
+// behind reports whether the log holds events, visible or not yet, past the consumer group's committed
+// checkpoint (whichever instance committed it).
+func (b *wakeBackoff) behind() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	// The row sub-select keeps the planner on the primary key: a caught-up check reads one index entry.
+	var one int
+	err := b.pool.QueryRow(ctx, `SELECT 1 FROM events
+		WHERE (transaction_id, "offset") > (SELECT last_processed_transaction_id, COALESCE(offset_acked, 0) FROM events_offsets WHERE consumer_group = $1)
+		ORDER BY transaction_id, "offset" LIMIT 1`, b.name).Scan(&one)
+	return !errors.Is(err, pgx.ErrNoRows)
 }
 
 func isSerializationConflict(err error) bool {

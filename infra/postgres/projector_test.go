@@ -50,14 +50,15 @@ func setupProjectorDB(t *testing.T) (*pgxpool.Pool, string) {
 
 type runningProjector struct {
 	*Projector
-	cancel context.CancelFunc
-	done   chan error
+	notifier *Notifier
+	cancel   context.CancelFunc
+	done     chan error
 }
 
 func startProjector(t *testing.T, pool *pgxpool.Pool, url string, batch int, poll time.Duration, hook func(*Projector), projs ...Projection) *runningProjector {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	n := NewNotifier(url, logging.Discard())
+	n := NewNotifier(url, pool, logging.Discard())
 	go n.Run(ctx)
 	p, err := NewProjector(pool, events.NewRegistry(), n, ProjectorConfig{BatchSize: batch, PollInterval: poll, ResendInterval: time.Millisecond, Logger: logging.Discard()}, projs...)
 	if err != nil {
@@ -66,7 +67,7 @@ func startProjector(t *testing.T, pool *pgxpool.Pool, url string, batch int, pol
 	if hook != nil {
 		hook(p)
 	}
-	rp := &runningProjector{Projector: p, cancel: cancel, done: make(chan error, 1)}
+	rp := &runningProjector{Projector: p, notifier: n, cancel: cancel, done: make(chan error, 1)}
 	go func() { rp.done <- p.Run(ctx) }()
 	t.Cleanup(rp.stop)
 	return rp
@@ -144,9 +145,14 @@ func waitAll(t *testing.T, p *Projector, name string, positions []events.Positio
 
 func TestProjectorSlowConcurrentWritersExactlyOnceInOrder(t *testing.T) {
 	pool, url := setupProjectorDB(t)
-	// A one-hour poll interval: only NOTIFY wake-ups can make this test pass in time.
+	// A one-hour poll interval: only NOTIFY wake-ups can make this test pass in time. The writers
+	// announce their appends as another instance would, through a notifier of their own.
 	p := startProjector(t, pool, url, 7, time.Hour, nil, &recorder{name: "a"}, &recorder{name: "b"})
 	ctx := context.Background()
+	other := NewNotifier(url, pool, logging.Discard())
+	otherCtx, stopOther := context.WithCancel(ctx)
+	defer stopOther()
+	go other.Run(otherCtx)
 	const writers, perWriter = 8, 25
 	streams := make([]uuid.UUID, writers)
 	var mu sync.Mutex
@@ -164,6 +170,7 @@ func TestProjectorSlowConcurrentWritersExactlyOnceInOrder(t *testing.T) {
 					errs <- err
 					return
 				}
+				other.Appended()
 				mu.Lock()
 				last = append(last, pos)
 				mu.Unlock()
@@ -185,7 +192,6 @@ func TestProjectorFailedMessageWritesAreUndone(t *testing.T) {
 	pool, url := setupProjectorDB(t)
 	rec := &recorder{name: "a"}
 	rec.failOnce.Store(5)
-	p := startProjector(t, pool, url, 100, time.Hour, nil, rec)
 	stream := uuid.Must(uuid.NewV7())
 	var last events.Position
 	for v := int64(1); v <= 10; v++ {
@@ -195,6 +201,7 @@ func TestProjectorFailedMessageWritesAreUndone(t *testing.T) {
 		}
 		last = pos
 	}
+	p := startProjector(t, pool, url, 100, time.Hour, nil, rec)
 	waitAll(t, p.Projector, "a", []events.Position{last})
 	if rec.failOnce.Load() != 0 {
 		t.Fatal("the failure was never injected")

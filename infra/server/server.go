@@ -27,6 +27,9 @@ import (
 	"taki/projections"
 )
 
+// aggregateCacheSize bounds the write model's cache of recent aggregate states (a few KiB each).
+const aggregateCacheSize = 20000
+
 // Server is a wired Taki instance. Build it with New, run it with Run, release it with Close.
 type Server struct {
 	Config    config.Config
@@ -56,7 +59,7 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger, opts Optio
 		opts.Now = time.Now
 	}
 	gin.SetMode(gin.ReleaseMode)
-	pool, err := postgres.Connect(ctx, cfg.DatabaseURL, 0)
+	pool, err := postgres.Connect(ctx, cfg.DatabaseURL, int32(cfg.DatabaseMaxConns))
 	if err != nil {
 		return nil, err
 	}
@@ -70,7 +73,8 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger, opts Optio
 
 func wire(cfg config.Config, logger *slog.Logger, pool *pgxpool.Pool, opts Options) (*Server, error) {
 	registry := events.NewRegistry()
-	store, err := postgres.NewEventStore(pool, registry, logger, opts.Now)
+	notifier := postgres.NewNotifier(cfg.DatabaseURL, pool, logger)
+	store, err := postgres.NewEventStore(pool, registry, notifier, logger, opts.Now)
 	if err != nil {
 		return nil, err
 	}
@@ -102,7 +106,6 @@ func wire(cfg config.Config, logger *slog.Logger, pool *pgxpool.Pool, opts Optio
 	if err != nil {
 		return nil, err
 	}
-	notifier := postgres.NewNotifier(cfg.DatabaseURL, logger)
 	projector, err := postgres.NewProjector(pool, registry, notifier, postgres.ProjectorConfig{
 		BatchSize: cfg.ProjectionBatchSize, Logger: logger,
 	}, usersProjection)
@@ -156,23 +159,27 @@ func wire(cfg config.Config, logger *slog.Logger, pool *pgxpool.Pool, opts Optio
 func registerHandlers(b *bus.Bus, log events.Log, store *postgres.EventStore, hasher handlers.PasswordHasher,
 	throttle handlers.LoginThrottle, sessions handlers.SessionRevoker, users *projections.Users,
 	projector *postgres.Projector, now func() time.Time) error {
-	register, err := handlers.NewRegisterUserHandler(log, hasher, now)
+	aggregates, err := handlers.NewStore(log, aggregateCacheSize, bus.Observe)
 	if err != nil {
 		return err
 	}
-	logIn, err := handlers.NewLogInHandler(log, store, hasher, throttle, now)
+	register, err := handlers.NewRegisterUserHandler(aggregates, hasher, now)
 	if err != nil {
 		return err
 	}
-	update, err := handlers.NewUpdateProfileHandler(log)
+	logIn, err := handlers.NewLogInHandler(aggregates, store, hasher, throttle, now)
 	if err != nil {
 		return err
 	}
-	change, err := handlers.NewChangePasswordHandler(log, hasher, sessions)
+	update, err := handlers.NewUpdateProfileHandler(aggregates)
 	if err != nil {
 		return err
 	}
-	promote, err := handlers.NewPromoteUserHandler(log, store, sessions)
+	change, err := handlers.NewChangePasswordHandler(aggregates, hasher, sessions)
+	if err != nil {
+		return err
+	}
+	promote, err := handlers.NewPromoteUserHandler(aggregates, store, sessions)
 	if err != nil {
 		return err
 	}
@@ -265,5 +272,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return nil
 }
 
-// Close releases the pool.
-func (s *Server) Close() { s.Pool.Close() }
+// Close stops the event store's committers and releases the pool.
+func (s *Server) Close() {
+	s.Store.Close()
+	s.Pool.Close()
+}
