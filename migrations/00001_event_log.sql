@@ -18,8 +18,8 @@ CREATE TABLE events (
     -- Catches concurrent writers of one stream: the loser gets a unique violation, surfaced as a conflict.
     CONSTRAINT events_stream_version UNIQUE (stream_id, version)
 );
-CREATE UNIQUE INDEX events_event_id ON events (event_id);
-CREATE INDEX events_type_position ON events (event_type, transaction_id, "offset");
+-- No other index: every index costs each append, and readers go by position (primary key) or by
+-- stream (the unique constraint). Filtering the log by type scans it in position order.
 
 -- Offsets of the consumer groups (projections), in watermill-sql's default PostgreSQL offsets layout.
 CREATE TABLE events_offsets (

@@ -235,10 +235,8 @@ func (t *guardedTx) Commit() error {
 	if t.skipAck || t.ctx.Err() != nil {
 		_ = t.tx.Rollback(context.WithoutCancel(t.ctx))
 		t.state.batchDone(false)
-		if t.skipAck {
-			return nil
-		}
-		return t.ctx.Err()
+		// Both are deliberate roll-backs (a failed first message; a shutdown), not errors to log.
+		return nil
 	}
 	err := t.tx.Commit(t.ctx)
 	t.state.batchDone(err == nil)

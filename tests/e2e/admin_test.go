@@ -341,7 +341,8 @@ func TestAdminReplayRebuildsTheUsersReadModel(t *testing.T) {
 
 func TestAdminReplayUnknownProjection(t *testing.T) {
 	t.Parallel()
-	srv := testserver.Start(t, dbURL)
+	// Its own database: it asserts a lag of zero, which other tests' writes would break.
+	srv := testserver.Start(t, pgtest.NewDatabase(t))
 	admin, _ := admNewAdmin(t, srv)
 	opsProblem(t, admin.Do(http.MethodPost, "/api/v1/admin/projections/no-such-projection/replay", nil), http.StatusNotFound, "not-found")
 	opsProblem(t, admin.Do(http.MethodPost, "/api/v1/admin/projections/"+strings.Repeat("x", 101)+"/replay", nil), http.StatusUnprocessableEntity, "validation")
