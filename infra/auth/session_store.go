@@ -31,6 +31,7 @@ type pgStore struct {
 	// lastPrune (unix nanoseconds of the injected clock) spaces out the pruning of other users'
 	// expired sessions.
 	lastPrune atomic.Int64
+	cache     *sessionCache
 }
 
 var _ sessions.Store = (*pgStore)(nil)
@@ -94,8 +95,14 @@ func (st *pgStore) Save(r *http.Request, w http.ResponseWriter, gs *gsessions.Se
 	rec, _ := gs.Values[recordKey{}].(*record)
 	if gs.Options.MaxAge < 0 || rec == nil {
 		if id, err := uuid.Parse(gs.ID); err == nil {
-			if _, err := st.pool.Exec(r.Context(), `DELETE FROM sessions WHERE public_id = $1`, id); err != nil {
+			var userID uuid.UUID
+			err := st.pool.QueryRow(r.Context(), `DELETE FROM sessions WHERE public_id = $1 RETURNING user_id`, id).Scan(&userID)
+			switch {
+			case errors.Is(err, pgx.ErrNoRows):
+			case err != nil:
 				return fmt.Errorf("destroy session: %w", err)
+			default:
+				st.invalidate(r.Context(), userID)
 			}
 		}
 		gs.ID = ""
@@ -148,6 +155,9 @@ func cookie(name, value string, o *gsessions.Options) *http.Cookie {
 // TouchInterval, always on the early side.
 func (st *pgStore) load(ctx context.Context, hash []byte) (*record, error) {
 	now := st.now()
+	if rec, ok := st.cache.get(hash, now, st.cfg.TouchInterval); ok {
+		return rec, nil
+	}
 	rec := &record{}
 	s := &rec.s
 	err := st.pool.QueryRow(ctx, `
@@ -177,6 +187,7 @@ func (st *pgStore) load(ctx context.Context, hash []byte) (*record, error) {
 		s.LastSeenAt, s.ExpiresAt = now, idle
 	}
 	normalizeTimes(rec)
+	st.cache.put(hash, rec, now)
 	return rec, nil
 }
 
@@ -185,14 +196,18 @@ func (st *pgStore) load(ctx context.Context, hash []byte) (*record, error) {
 func (st *pgStore) insert(ctx context.Context, rec *record) error {
 	now := rec.s.LastSeenAt
 	pruneAll := st.claimPrune(now)
+	// The replaced session may be another user's (a session planted before login).
+	var replacedOwner uuid.UUID
 	for attempt := 0; ; attempt++ {
 		hash, ok := tokenHash(rec.token)
 		if !ok {
 			return errors.New("insert session: malformed token")
 		}
 		err := pgx.BeginFunc(ctx, st.pool, func(tx pgx.Tx) error {
+			replacedOwner = uuid.Nil
 			if rec.replaces != uuid.Nil {
-				if _, err := tx.Exec(ctx, `DELETE FROM sessions WHERE public_id = $1`, rec.replaces); err != nil {
+				err := tx.QueryRow(ctx, `DELETE FROM sessions WHERE public_id = $1 RETURNING user_id`, rec.replaces).Scan(&replacedOwner)
+				if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 					return fmt.Errorf("destroy replaced session: %w", err)
 				}
 			}
@@ -221,6 +236,9 @@ func (st *pgStore) insert(ctx context.Context, rec *record) error {
 		if postgres.IsUniqueViolation(err, "sessions_pkey") && attempt < 2 {
 			rec.token = randomToken()
 			continue
+		}
+		if err == nil && replacedOwner != uuid.Nil {
+			st.invalidate(ctx, replacedOwner)
 		}
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -44,6 +45,8 @@ type SessionConfig struct {
 	// The default aborts with 503 and records err on the gin context (c.Error): treating the request as
 	// anonymous would answer 401 to a client whose session is fine.
 	OnLoadError func(c *gin.Context, err error)
+	// Logger receives warnings about the cache's invalidation channel (default: discarded).
+	Logger *slog.Logger
 }
 
 func (c *SessionConfig) setDefaults() {
@@ -58,6 +61,9 @@ func (c *SessionConfig) setDefaults() {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	if c.OnLoadError == nil {
 		c.OnLoadError = func(c *gin.Context, err error) {
@@ -121,7 +127,7 @@ func NewManager(pool *pgxpool.Pool, cfg SessionConfig) (*Manager, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("session manager config: %w", err)
 	}
-	m := &Manager{pool: pool, cfg: cfg, store: &pgStore{pool: pool, cfg: cfg}}
+	m := &Manager{pool: pool, cfg: cfg, store: &pgStore{pool: pool, cfg: cfg, cache: newSessionCache()}}
 	m.store.Options(m.cookieOptions())
 	return m, nil
 }
@@ -269,6 +275,7 @@ func (m *Manager) Revoke(ctx context.Context, userID, publicID uuid.UUID) error 
 	if tag.RowsAffected() == 0 {
 		return commands.NotFound("session")
 	}
+	m.store.invalidate(ctx, userID)
 	return nil
 }
 
@@ -286,6 +293,7 @@ func (m *Manager) RevokeAllForUser(ctx context.Context, userID uuid.UUID, except
 	if err != nil {
 		return 0, fmt.Errorf("revoke user's sessions: %w", err)
 	}
+	m.store.invalidate(ctx, userID)
 	return n, nil
 }
 

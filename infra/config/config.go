@@ -69,7 +69,7 @@ func (c *Config) setDefaults() {
 	c.SessionIdle = 30 * time.Minute
 	c.SessionAbsolute = 8 * time.Hour
 	c.PaymentsProvider = "sandbox"
-	c.ProjectionBatchSize = 500
+	c.ProjectionBatchSize = 1000
 	c.ConsistencyWait = 2 * time.Second
 	c.ShutdownTimeout = 15 * time.Second
 	c.LoginFailuresBeforeThrottle = 5

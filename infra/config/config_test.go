@@ -46,7 +46,7 @@ func TestDefaults(t *testing.T) {
 		{"SquareAccessToken", c.SquareAccessToken, ""},
 		{"SquareWebhookSignatureKey", c.SquareWebhookSignatureKey, ""},
 		{"SquareWebhookURL", c.SquareWebhookURL, ""},
-		{"ProjectionBatchSize", c.ProjectionBatchSize, 500},
+		{"ProjectionBatchSize", c.ProjectionBatchSize, 1000},
 		{"ConsistencyWait", c.ConsistencyWait, 2 * time.Second},
 		{"ShutdownTimeout", c.ShutdownTimeout, 15 * time.Second},
 		{"LoginFailuresBeforeThrottle", c.LoginFailuresBeforeThrottle, 5},

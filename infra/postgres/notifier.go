@@ -4,10 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"sync"
-	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -61,21 +59,15 @@ func (n *Notifier) Run(ctx context.Context) {
 		defer wg.Done()
 		n.send(ctx)
 	}()
-	backoff := 100 * time.Millisecond
-	for ctx.Err() == nil {
-		err := n.listen(ctx)
-		if ctx.Err() != nil {
-			break
-		}
-		n.logger.WarnContext(ctx, "event notifications lost; reconnecting", slog.String("err", err.Error()), slog.Duration("in", backoff))
-		// Whatever was committed while we were away must still be picked up.
-		n.broadcast()
-		select {
-		case <-ctx.Done():
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 5*time.Second)
-	}
+	Listen(ctx, n.databaseURL, channel, Listener{
+		// Whatever was committed while we were not listening must still be picked up.
+		Connected: n.broadcast,
+		Notified: func(payload string) {
+			if payload != n.instance { // our own appends woke local consumers already
+				n.broadcast()
+			}
+		},
+	}, n.logger)
 	wg.Wait()
 }
 
@@ -88,27 +80,6 @@ func (n *Notifier) send(ctx context.Context) {
 		}
 		if _, err := n.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, channel, n.instance); err != nil && ctx.Err() == nil {
 			n.logger.WarnContext(ctx, "could not announce appended events", slog.String("err", err.Error()))
-		}
-	}
-}
-
-func (n *Notifier) listen(ctx context.Context) error {
-	conn, err := pgx.Connect(ctx, n.databaseURL)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := conn.Exec(ctx, "LISTEN "+channel); err != nil {
-		return err
-	}
-	n.broadcast() // events committed before LISTEN took effect
-	for {
-		note, err := conn.WaitForNotification(ctx)
-		if err != nil {
-			return err
-		}
-		if note.Payload != n.instance { // our own appends woke local consumers already
-			n.broadcast()
 		}
 	}
 }

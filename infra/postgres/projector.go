@@ -328,6 +328,11 @@ func (b *wakeBackoff) HandleError(_ watermill.LoggerAdapter, noMsg bool, err err
 		return min(time.Duration(b.failures)*100*time.Millisecond, 5*time.Second)
 	}
 	if err != nil {
+		select {
+		case <-b.done:
+			return 0 // shutting down: the subscriber stops on its own
+		default:
+		}
 		if isSerializationConflict(err) {
 			// Another instance holds this consumer group; its commit moved the offset under us.
 			return time.Duration(1+b.failures) * time.Millisecond

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"taki/commands"
 	"taki/events"
 	"taki/handlers"
 	"taki/infra/auth"
@@ -87,6 +88,11 @@ func wire(cfg config.Config, logger *slog.Logger, pool *pgxpool.Pool, opts Optio
 	}
 	sessions, err := auth.NewManager(pool, auth.SessionConfig{
 		IdleTimeout: cfg.SessionIdle, AbsoluteTimeout: cfg.SessionAbsolute, CookieSecure: cfg.CookieSecure, Now: opts.Now,
+		Logger: logger,
+		OnLoadError: func(c *gin.Context, err error) {
+			httpapi.WriteError(c, fmt.Errorf("load session: %w: %w", err,
+				&commands.Error{Kind: commands.KindUnavailable, Detail: "sessions are unavailable; try again shortly", RetryAfter: time.Second}))
+		},
 	})
 	if err != nil {
 		return nil, err
@@ -205,12 +211,13 @@ func registerHandlers(b *bus.Bus, log events.Log, store *postgres.EventStore, ha
 	return nil
 }
 
-// Start runs the background workers (event notifications, projections) until ctx ends, and returns
+// Start runs the background workers (event notifications, session invalidations, projections) until ctx ends, and returns
 // once every projection has subscribed. Wait blocks until they stopped.
 func (s *Server) Start(ctx context.Context) (wait func(), err error) {
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); s.notifier.Run(ctx) }()
+	go func() { defer wg.Done(); s.Sessions.Run(ctx, s.Config.DatabaseURL) }()
 	errc := make(chan error, 1)
 	go func() {
 		defer wg.Done()

@@ -1,0 +1,132 @@
+package auth
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"taki/infra/postgres"
+)
+
+// sessionCache keeps recently loaded sessions in memory so that an authenticated request does not
+// cost a database round trip. It is only a shortcut and only trusted while this process listens for
+// invalidations: every delete of a session (logout, revoke, rotation, password or role change) drops the
+// user's cached sessions here and, by NOTIFY, in every other instance. Entries also age out after
+// maxAge, which bounds staleness should a notification ever be missed between two reconnects.
+type sessionCache struct {
+	mu      sync.Mutex
+	enabled bool // while the invalidation listener is connected
+	maxAge  time.Duration
+	byHash  map[string]cacheEntry
+	byUser  map[uuid.UUID]map[string]struct{}
+}
+
+type cacheEntry struct {
+	rec      record
+	cachedAt time.Time
+}
+
+// sessionsChannel carries the ids of users whose sessions were deleted.
+const sessionsChannel = "taki_sessions"
+
+// cacheMaxAge bounds how long a cached session is trusted without reading its row again.
+const cacheMaxAge = 10 * time.Second
+
+func newSessionCache() *sessionCache {
+	return &sessionCache{maxAge: cacheMaxAge, byHash: map[string]cacheEntry{}, byUser: map[uuid.UUID]map[string]struct{}{}}
+}
+
+// get returns a copy of the cached session for hash, if it is fresh, live and needs no touch.
+func (c *sessionCache) get(hash []byte, now time.Time, touchEvery time.Duration) (*record, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.enabled {
+		return nil, false
+	}
+	e, ok := c.byHash[string(hash)]
+	if !ok {
+		return nil, false
+	}
+	if now.Sub(e.cachedAt) >= c.maxAge || !now.Before(e.rec.s.ExpiresAt) || !now.Before(e.rec.absoluteExpiresAt) ||
+		now.Sub(e.rec.s.LastSeenAt) >= touchEvery {
+		c.dropLocked(string(hash), e.rec.s.UserID)
+		return nil, false
+	}
+	rec := e.rec
+	return &rec, true
+}
+
+func (c *sessionCache) put(hash []byte, rec *record, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.enabled {
+		return
+	}
+	stored := record{s: rec.s, absoluteExpiresAt: rec.absoluteExpiresAt}
+	c.byHash[string(hash)] = cacheEntry{rec: stored, cachedAt: now}
+	set := c.byUser[rec.s.UserID]
+	if set == nil {
+		set = map[string]struct{}{}
+		c.byUser[rec.s.UserID] = set
+	}
+	set[string(hash)] = struct{}{}
+}
+
+func (c *sessionCache) dropLocked(hash string, userID uuid.UUID) {
+	delete(c.byHash, hash)
+	if set := c.byUser[userID]; set != nil {
+		delete(set, hash)
+		if len(set) == 0 {
+			delete(c.byUser, userID)
+		}
+	}
+}
+
+// dropUser forgets every cached session of userID.
+func (c *sessionCache) dropUser(userID uuid.UUID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for h := range c.byUser[userID] {
+		delete(c.byHash, h)
+	}
+	delete(c.byUser, userID)
+}
+
+// setEnabled turns the cache on or off; either way it starts empty, since nothing that happened while
+// it was off was seen.
+func (c *sessionCache) setEnabled(on bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.enabled = on
+	c.byHash = map[string]cacheEntry{}
+	c.byUser = map[uuid.UUID]map[string]struct{}{}
+}
+
+// invalidate drops userID's cached sessions here and announces it to the other instances. It runs
+// after the delete committed, so no instance can re-cache the deleted row afterwards.
+func (st *pgStore) invalidate(ctx context.Context, userID uuid.UUID) {
+	st.cache.dropUser(userID)
+	if _, err := st.pool.Exec(context.WithoutCancel(ctx), `SELECT pg_notify($1, $2)`, sessionsChannel, userID.String()); err != nil {
+		// Other instances still stop trusting their copies within cacheMaxAge.
+		st.cfg.Logger.WarnContext(ctx, "could not announce session revocation", slog.String("err", err.Error()))
+	}
+}
+
+// Run keeps the session cache coherent across instances: it listens for invalidations on its own
+// connection to databaseURL and enables the cache only while that connection is up. Without Run the
+// cache stays off and every request reads its session row.
+func (m *Manager) Run(ctx context.Context, databaseURL string) {
+	postgres.Listen(ctx, databaseURL, sessionsChannel, postgres.Listener{
+		Connected: func() { m.store.cache.setEnabled(true) },
+		Notified: func(payload string) {
+			if id, err := uuid.Parse(payload); err == nil {
+				m.store.cache.dropUser(id)
+			}
+		},
+		Lost: func(error) { m.store.cache.setEnabled(false) },
+	}, m.cfg.Logger)
+	m.store.cache.setEnabled(false)
+}
