@@ -3,12 +3,23 @@ package main
 import (
 	"fmt"
 	"net"
+	"os"
+	"runtime/debug"
 
 	"github.com/spf13/cobra"
 
 	"taki/infra/postgres"
 	"taki/infra/server"
 )
+
+// tuneGC trades memory for CPU unless the operator chose (GOGC): a serving process allocates per
+// request and per event, and on a small machine the collector's share of the CPU is capacity lost to
+// PostgreSQL and clients; memory is the cheaper resource here.
+func tuneGC() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
+	}
+}
 
 func newServeCmd(env *environment) *cobra.Command {
 	migrate := true
@@ -23,6 +34,7 @@ func newServeCmd(env *environment) *cobra.Command {
 				return err
 			}
 			logger := env.logger(cfg, nil)
+			tuneGC()
 			if migrate {
 				if err := postgres.EnsureDatabase(ctx, cfg.DatabaseURL); err != nil {
 					return err

@@ -80,6 +80,8 @@ func (s eventLogSchema) InsertQuery(params wmsql.InsertQueryParams) (wmsql.Query
 		args = append(args, msg.UUID, msg.Metadata.Get(MetaStreamID), msg.Metadata.Get(MetaStreamType), version,
 			msg.Metadata.Get(MetaEventType), schemaVersion, msg.Metadata.Get(MetaOccurredAt), string(msg.Payload), string(meta))
 	}
+	// The offsets come back with the insert: the append's position needs no second statement.
+	b.WriteString(` RETURNING "offset"`)
 	return wmsql.Query{Query: b.String(), Args: args}, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -155,6 +156,27 @@ func isTransient(err error) bool {
 	return errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "40001")
 }
 
+// readStatement reads one statement's outcome; an events insert returns its offsets, of which the
+// last is the append's position.
+func readStatement(br pgx.BatchResults, sql string, last *int64) error {
+	if !strings.HasPrefix(sql, "INSERT INTO events ") {
+		_, err := br.Exec()
+		return err
+	}
+	rows, err := br.Query()
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		if err := rows.Scan(last); err != nil {
+			rows.Close()
+			return err
+		}
+	}
+	rows.Close()
+	return rows.Err()
+}
+
 // send runs the group as one implicit transaction. On success it answers every request. On failure it
 // returns the index of the request whose statement failed (or -1 when the failure is not one
 // request's, e.g. a lost connection) and the error.
@@ -168,24 +190,19 @@ func (g *groupCommitter) send(group []*appendRequest) (int, error) {
 		for _, q := range r.stmts {
 			b.Queue(q.SQL, q.Arguments...)
 		}
-		b.Queue(`SELECT currval('events_offset_seq')`)
 	}
 	b.Queue(`SELECT pg_current_xact_id()::text`)
 	br := g.pool.SendBatch(ctx, b)
 	offsets := make([]int64, len(group))
 	failed, sendErr := -1, error(nil)
 	for i, r := range group {
-		for range r.stmts {
-			if _, err := br.Exec(); err != nil {
+		for _, q := range r.stmts {
+			if err := readStatement(br, q.SQL, &offsets[i]); err != nil {
 				failed, sendErr = i, err
 				break
 			}
 		}
 		if sendErr != nil {
-			break
-		}
-		if err := br.QueryRow().Scan(&offsets[i]); err != nil {
-			failed, sendErr = -1, err
 			break
 		}
 	}

@@ -6,7 +6,7 @@ import (
 	"sync"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5"
 )
 
 // Notifier wakes the event log's consumers within milliseconds of an append instead of letting them
@@ -17,7 +17,6 @@ import (
 // listening connection is down, consumers fall back to their poll interval.
 type Notifier struct {
 	databaseURL string
-	pool        *pgxpool.Pool
 	logger      *slog.Logger
 	instance    string
 	pending     chan struct{}
@@ -27,11 +26,10 @@ type Notifier struct {
 	ch  chan struct{} // closed and replaced at every wake-up
 }
 
-// NewNotifier returns a notifier that listens on databaseURL and sends through pool once Run is called.
-func NewNotifier(databaseURL string, pool *pgxpool.Pool, logger *slog.Logger) *Notifier {
+// NewNotifier returns a notifier that listens and sends on databaseURL once Run is called.
+func NewNotifier(databaseURL string, logger *slog.Logger) *Notifier {
 	return &Notifier{
 		databaseURL: databaseURL,
-		pool:        pool,
 		logger:      logger,
 		instance:    uuid.NewString(),
 		pending:     make(chan struct{}, 1),
@@ -71,15 +69,41 @@ func (n *Notifier) Run(ctx context.Context) {
 	wg.Wait()
 }
 
+// send announces appends on a connection of its own on which commits do not wait for the WAL flush:
+// a NOTIFY needs a transaction, and waiting for each of them to reach disk would add a flush to the
+// log's busiest moments for a message that carries no data.
 func (n *Notifier) send(ctx context.Context) {
+	var conn *pgx.Conn
+	defer func() {
+		if conn != nil {
+			conn.Close(context.WithoutCancel(ctx))
+		}
+	}()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-n.pending:
 		}
-		if _, err := n.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, channel, n.instance); err != nil && ctx.Err() == nil {
-			n.logger.WarnContext(ctx, "could not announce appended events", slog.String("err", err.Error()))
+		if conn == nil {
+			c, err := pgx.Connect(ctx, n.databaseURL)
+			if err == nil {
+				_, err = c.Exec(ctx, `SET synchronous_commit = off`)
+			}
+			if err != nil {
+				if ctx.Err() == nil {
+					n.logger.WarnContext(ctx, "could not announce appended events", slog.String("err", err.Error()))
+				}
+				continue // the next append tries again; other instances poll meanwhile
+			}
+			conn = c
+		}
+		if _, err := conn.Exec(ctx, `SELECT pg_notify($1, $2)`, channel, n.instance); err != nil {
+			if ctx.Err() == nil {
+				n.logger.WarnContext(ctx, "could not announce appended events", slog.String("err", err.Error()))
+			}
+			conn.Close(context.WithoutCancel(ctx))
+			conn = nil
 		}
 	}
 }

@@ -58,7 +58,7 @@ type runningProjector struct {
 func startProjector(t *testing.T, pool *pgxpool.Pool, url string, batch int, poll time.Duration, hook func(*Projector), projs ...Projection) *runningProjector {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	n := NewNotifier(url, pool, logging.Discard())
+	n := NewNotifier(url, logging.Discard())
 	go n.Run(ctx)
 	p, err := NewProjector(pool, events.NewRegistry(), n, ProjectorConfig{BatchSize: batch, PollInterval: poll, ResendInterval: time.Millisecond, Logger: logging.Discard()}, projs...)
 	if err != nil {
@@ -149,7 +149,7 @@ func TestProjectorSlowConcurrentWritersExactlyOnceInOrder(t *testing.T) {
 	// announce their appends as another instance would, through a notifier of their own.
 	p := startProjector(t, pool, url, 7, time.Hour, nil, &recorder{name: "a"}, &recorder{name: "b"})
 	ctx := context.Background()
-	other := NewNotifier(url, pool, logging.Discard())
+	other := NewNotifier(url, logging.Discard())
 	otherCtx, stopOther := context.WithCancel(ctx)
 	defer stopOther()
 	go other.Run(otherCtx)

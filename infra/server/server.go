@@ -74,7 +74,7 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger, opts Optio
 
 func wire(cfg config.Config, logger *slog.Logger, pool *pgxpool.Pool, opts Options) (*Server, error) {
 	registry := events.NewRegistry()
-	notifier := postgres.NewNotifier(cfg.DatabaseURL, pool, logger)
+	notifier := postgres.NewNotifier(cfg.DatabaseURL, logger)
 	store, err := postgres.NewEventStore(pool, registry, notifier, logger, opts.Now)
 	if err != nil {
 		return nil, err
