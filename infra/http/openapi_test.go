@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -217,12 +216,12 @@ func TestSpecCoversEveryRoute(t *testing.T) {
 	}
 }
 
-// The contract itself, when this checkout has it beside the repository (as in development and CI).
+// The contract itself: shared/API.md stands beside the repository in development and in CI.
 func TestSpecMatchesAPIMarkdown(t *testing.T) {
 	t.Parallel()
 	f, err := os.Open(filepath.Join("..", "..", "..", "shared", "API.md"))
 	if err != nil {
-		t.Skipf("API.md not beside the repository: %v", err)
+		t.Fatalf("API.md is not beside the repository (../shared/API.md): %v", err)
 	}
 	defer f.Close()
 	row := regexp.MustCompile("^\\| `(GET|POST|PUT|PATCH|DELETE) (/[^ `?]*)")
@@ -328,28 +327,5 @@ func TestSpecIsFresh(t *testing.T) {
 	delete(a.Paths, "/healthz")
 	if _, ok := Spec().Paths["/healthz"]; !ok {
 		t.Error("Spec shares state between calls")
-	}
-}
-
-// An independent validator checks the whole document against the OpenAPI 3.1 schema. It is Python's
-// openapi-spec-validator, present on the project's machines; elsewhere the test is skipped.
-func TestSpecPassesOpenAPIValidator(t *testing.T) {
-	t.Parallel()
-	python, err := exec.LookPath("python3")
-	if err != nil {
-		t.Skip("no python3")
-	}
-	if exec.Command(python, "-c", "import openapi_spec_validator").Run() != nil {
-		t.Skip("openapi-spec-validator is not installed")
-	}
-	b, err := json.Marshal(Spec())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(python, "-c",
-		"import json, sys; from openapi_spec_validator import validate; validate(json.load(sys.stdin))")
-	cmd.Stdin = strings.NewReader(string(b))
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Errorf("openapi-spec-validator rejects the document: %v\n%s", err, out)
 	}
 }
