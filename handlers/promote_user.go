@@ -46,6 +46,11 @@ func (h *PromoteUserHandler) Handle(ctx context.Context, cmd commands.PromoteUse
 	if !u.state.exists() {
 		return queries.User{}, commands.NotFound("user")
 	}
+	// Sessions end before the change is recorded (see ChangePasswordHandler) and again after it, so that
+	// a session started in between never carries the old role.
+	if _, err := h.sessions.RevokeAllForUser(ctx, id, nil); err != nil {
+		return queries.User{}, fmt.Errorf("revoke sessions before role change: %w", err)
+	}
 	if u.state.Role != string(commands.RoleAdmin) {
 		if u, err = save(ctx, h.store, users, u, nil, events.UserRoleChanged{UserID: id, Role: string(commands.RoleAdmin)}); err != nil {
 			return queries.User{}, err

@@ -19,9 +19,13 @@ import (
 type sessionCache struct {
 	mu      sync.Mutex
 	enabled bool // while the invalidation listener is connected
-	maxAge  time.Duration
-	byHash  map[string]cacheEntry
-	byUser  map[uuid.UUID]map[string]struct{}
+	// gen grows at every invalidation. A loader notes it before reading a row and may cache the row
+	// only if it has not changed meanwhile: a row read before a revocation must not be cached after it.
+	gen    uint64
+	max    int
+	maxAge time.Duration
+	byHash map[string]cacheEntry
+	byUser map[uuid.UUID]map[string]struct{}
 }
 
 type cacheEntry struct {
@@ -35,8 +39,19 @@ const sessionsChannel = "taki_sessions"
 // cacheMaxAge bounds how long a cached session is trusted without reading its row again.
 const cacheMaxAge = 10 * time.Second
 
+// cacheMaxEntries bounds the cache's memory; past it, stale entries are swept and, if it is still
+// full, new sessions are simply not cached.
+const cacheMaxEntries = 100_000
+
+// generation returns the invalidation counter a loader must pass to put.
+func (c *sessionCache) generation() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gen
+}
+
 func newSessionCache() *sessionCache {
-	return &sessionCache{maxAge: cacheMaxAge, byHash: map[string]cacheEntry{}, byUser: map[uuid.UUID]map[string]struct{}{}}
+	return &sessionCache{maxAge: cacheMaxAge, max: cacheMaxEntries, byHash: map[string]cacheEntry{}, byUser: map[uuid.UUID]map[string]struct{}{}}
 }
 
 // get returns a copy of the cached session for hash, if it is fresh, live and needs no touch.
@@ -59,11 +74,21 @@ func (c *sessionCache) get(hash []byte, now time.Time, touchEvery time.Duration)
 	return &rec, true
 }
 
-func (c *sessionCache) put(hash []byte, rec *record, now time.Time) {
+func (c *sessionCache) put(hash []byte, rec *record, now time.Time, gen uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.enabled {
+	if !c.enabled || gen != c.gen {
 		return
+	}
+	if len(c.byHash) >= c.max {
+		for h, e := range c.byHash {
+			if now.Sub(e.cachedAt) >= c.maxAge {
+				c.dropLocked(h, e.rec.s.UserID)
+			}
+		}
+		if len(c.byHash) >= c.max {
+			return
+		}
 	}
 	stored := record{s: rec.s, absoluteExpiresAt: rec.absoluteExpiresAt}
 	c.byHash[string(hash)] = cacheEntry{rec: stored, cachedAt: now}
@@ -89,6 +114,7 @@ func (c *sessionCache) dropLocked(hash string, userID uuid.UUID) {
 func (c *sessionCache) dropUser(userID uuid.UUID) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.gen++
 	for h := range c.byUser[userID] {
 		delete(c.byHash, h)
 	}
@@ -100,13 +126,15 @@ func (c *sessionCache) dropUser(userID uuid.UUID) {
 func (c *sessionCache) setEnabled(on bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.gen++
 	c.enabled = on
 	c.byHash = map[string]cacheEntry{}
 	c.byUser = map[uuid.UUID]map[string]struct{}{}
 }
 
 // invalidate drops userID's cached sessions here and announces it to the other instances. It runs
-// after the delete committed, so no instance can re-cache the deleted row afterwards.
+// after the delete committed; a concurrent load that read the row before the delete sees the
+// generation change and does not cache it.
 func (st *pgStore) invalidate(ctx context.Context, userID uuid.UUID) {
 	st.cache.dropUser(userID)
 	if _, err := st.pool.Exec(context.WithoutCancel(ctx), `SELECT pg_notify($1, $2)`, sessionsChannel, userID.String()); err != nil {

@@ -93,3 +93,47 @@ func TestSessionRevocationReachesEveryInstanceCache(t *testing.T) {
 		time.Sleep(time.Millisecond) // waiting for the notification, bounded above
 	}
 }
+
+// A row read before a revocation must not be cached after it: the loader's generation is stale.
+func TestSessionCacheRefusesRowsReadBeforeAnInvalidation(t *testing.T) {
+	c := newSessionCache()
+	c.setEnabled(true)
+	now := time.Now()
+	user := uuid.Must(uuid.NewV7())
+	rec := &record{s: Session{UserID: user, LastSeenAt: now, ExpiresAt: now.Add(time.Hour)}, absoluteExpiresAt: now.Add(time.Hour)}
+	hash := []byte("h1")
+
+	gen := c.generation()
+	c.dropUser(user) // the revocation lands between the loader's read and its put
+	c.put(hash, rec, now, gen)
+	if _, ok := c.get(hash, now, time.Minute); ok {
+		t.Fatal("a row read before the revocation was cached after it")
+	}
+
+	gen = c.generation()
+	c.put(hash, rec, now, gen)
+	if _, ok := c.get(hash, now, time.Minute); !ok {
+		t.Fatal("a row read after the last invalidation was not cached")
+	}
+}
+
+func TestSessionCacheIsBounded(t *testing.T) {
+	c := newSessionCache()
+	c.max = 3
+	c.setEnabled(true)
+	now := time.Now()
+	for i := range 5 {
+		rec := &record{s: Session{UserID: uuid.Must(uuid.NewV7()), LastSeenAt: now, ExpiresAt: now.Add(time.Hour)}, absoluteExpiresAt: now.Add(time.Hour)}
+		c.put([]byte{byte(i)}, rec, now, c.generation())
+	}
+	if n := len(c.byHash); n != 3 {
+		t.Fatalf("cache holds %d entries, want its bound 3", n)
+	}
+	// Once entries are stale, a put sweeps them and makes room.
+	later := now.Add(cacheMaxAge)
+	rec := &record{s: Session{UserID: uuid.Must(uuid.NewV7()), LastSeenAt: later, ExpiresAt: later.Add(time.Hour)}, absoluteExpiresAt: later.Add(time.Hour)}
+	c.put([]byte("fresh"), rec, later, c.generation())
+	if _, ok := c.get([]byte("fresh"), later, time.Minute); !ok || len(c.byHash) != 1 {
+		t.Fatalf("stale entries were not swept: %d entries", len(c.byHash))
+	}
+}

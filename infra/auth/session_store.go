@@ -158,6 +158,7 @@ func (st *pgStore) load(ctx context.Context, hash []byte) (*record, error) {
 	if rec, ok := st.cache.get(hash, now, st.cfg.TouchInterval); ok {
 		return rec, nil
 	}
+	gen := st.cache.generation()
 	rec := &record{}
 	s := &rec.s
 	err := st.pool.QueryRow(ctx, `
@@ -178,16 +179,21 @@ func (st *pgStore) load(ctx context.Context, hash []byte) (*record, error) {
 	}
 	if now.Sub(s.LastSeenAt) >= st.cfg.TouchInterval {
 		idle := minTime(now.Add(st.cfg.IdleTimeout), rec.absoluteExpiresAt)
-		// The last_seen_at guard lets concurrent requests of one client race harmlessly.
-		if _, err := st.pool.Exec(ctx, `
-			UPDATE sessions SET last_seen_at = $2, idle_expires_at = $3
-			WHERE token_hash = $1 AND last_seen_at < $2`, hash, now, idle); err != nil {
+		// GREATEST lets concurrent requests of one client race harmlessly; no row means the session
+		// was deleted (revoked, logged out) since it was read.
+		tag, err := st.pool.Exec(ctx, `
+			UPDATE sessions SET last_seen_at = GREATEST(last_seen_at, $2), idle_expires_at = GREATEST(idle_expires_at, $3)
+			WHERE token_hash = $1`, hash, now, idle)
+		if err != nil {
 			return nil, fmt.Errorf("touch session: %w", err)
+		}
+		if tag.RowsAffected() == 0 {
+			return nil, nil
 		}
 		s.LastSeenAt, s.ExpiresAt = now, idle
 	}
 	normalizeTimes(rec)
-	st.cache.put(hash, rec, now)
+	st.cache.put(hash, rec, now, gen)
 	return rec, nil
 }
 

@@ -192,6 +192,9 @@ func (c *Config) validate() error {
 			return &Error{"TAKI_SQUARE_WEBHOOK_URL", fmt.Sprintf("%q is not an absolute http(s) URL", c.SquareWebhookURL)}
 		}
 	}
+	if c.SessionIdle < time.Minute {
+		return &Error{"TAKI_SESSION_IDLE", "must be at least 1m (sessions record their last use once a minute)"}
+	}
 	if c.SessionAbsolute < c.SessionIdle {
 		return &Error{"TAKI_SESSION_ABSOLUTE", "must not be shorter than TAKI_SESSION_IDLE"}
 	}

@@ -28,6 +28,11 @@ func send[R, C any](c *gin.Context, b *bus.Bus, cmd C) (R, bool) {
 // ask dispatches a query, first asking it to wait for the client's X-Consistency-Token, and marks a
 // stale answer with X-Consistency-Stale.
 func ask[R, Q any](c *gin.Context, b *bus.Bus, q Q) (R, bool) {
+	return askMapping[R](c, b, q, nil)
+}
+
+// askMapping is ask with the query's error passed through mapErr (when not nil) before it is written.
+func askMapping[R, Q any](c *gin.Context, b *bus.Bus, q Q, mapErr func(error) error) (R, bool) {
 	ctx := c.Request.Context()
 	var cons *bus.Consistency
 	if tok := c.GetHeader(headerConsistencyToken); tok != "" {
@@ -40,6 +45,9 @@ func ask[R, Q any](c *gin.Context, b *bus.Bus, q Q) (R, bool) {
 		ctx, cons = bus.WithConsistency(ctx, pos)
 	}
 	r, err := bus.Ask[R](ctx, b, q)
+	if err != nil && mapErr != nil {
+		err = mapErr(err)
+	}
 	if err != nil {
 		WriteError(c, err)
 		return r, false

@@ -13,20 +13,20 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"taki/commands"
+	"taki/infra/http/problem"
 )
 
 const (
-	problemTypeBase    = "https://taki.dev/problems/"
 	problemContentType = "application/problem+json"
 
 	// Slugs for failures that belong to HTTP itself rather than to a command.
-	slugInternal             = "internal"
-	slugBadRequest           = "bad-request"
-	slugMethodNotAllowed     = "method-not-allowed"
-	slugPayloadTooLarge      = "payload-too-large"
-	slugUnsupportedMediaType = "unsupported-media-type"
+	slugInternal             = problem.SlugInternal
+	slugBadRequest           = problem.SlugBadRequest
+	slugMethodNotAllowed     = problem.SlugMethodNotAllowed
+	slugPayloadTooLarge      = problem.SlugPayloadTooLarge
+	slugUnsupportedMediaType = problem.SlugUnsupportedMediaType
 
-	internalDetail = "an unexpected error occurred; it has been logged"
+	internalDetail = problem.InternalDetail
 
 	// statusClientClosedRequest is nginx's code for a client that left before the answer: it is never
 	// seen by the client, but it keeps such requests apart from real successes in logs and metrics.
@@ -35,82 +35,14 @@ const (
 	loggerKey = "taki.httpapi.logger"
 )
 
-// Problem is an RFC 9457 problem details object.
-type Problem struct {
-	Type   string                `json:"type"`
-	Title  string                `json:"title"`
-	Status int                   `json:"status"`
-	Detail string                `json:"detail,omitempty"`
-	Errors []commands.FieldError `json:"errors,omitempty"`
-}
+// Problem is an RFC 9457 problem details object (shared with the WebSocket's error frames).
+type Problem = problem.Problem
 
 // ProblemType returns the type URI of a problem slug.
-func ProblemType(slug string) string { return problemTypeBase + slug }
+func ProblemType(slug string) string { return problem.Type(slug) }
 
 // NewProblem returns the problem of a slug with its usual title.
-func NewProblem(status int, slug, detail string) Problem {
-	return Problem{Type: ProblemType(slug), Title: problemTitle(slug, status), Status: status, Detail: detail}
-}
-
-func problemTitle(slug string, status int) string {
-	switch slug {
-	case string(commands.KindValidation):
-		return "Invalid request"
-	case string(commands.KindUnauthenticated):
-		return "Authentication required"
-	case string(commands.KindForbidden):
-		return "Forbidden"
-	case string(commands.KindNotFound):
-		return "Not found"
-	case string(commands.KindConflict):
-		return "Conflict"
-	case string(commands.KindEmailTaken):
-		return "Email already registered"
-	case string(commands.KindCSRF):
-		return "Missing or invalid CSRF token"
-	case string(commands.KindRateLimited):
-		return "Too many requests"
-	case string(commands.KindIdempotencyKeyReused):
-		return "Idempotency key reused with a different request"
-	case string(commands.KindProviderUnavailable):
-		return "Payment provider unavailable"
-	case string(commands.KindUnavailable):
-		return "Service unavailable"
-	case slugBadRequest:
-		return "Bad request"
-	case slugMethodNotAllowed:
-		return "Method not allowed"
-	case slugPayloadTooLarge:
-		return "Payload too large"
-	case slugUnsupportedMediaType:
-		return "Unsupported media type"
-	case slugInternal:
-		return "Internal server error"
-	}
-	return http.StatusText(status)
-}
-
-// kindStatus maps every Kind clients know to its HTTP status; a Kind missing here is a programming
-// error and answers 500, so a new Kind cannot leak an unreviewed detail.
-func kindStatus(k commands.Kind) (int, bool) {
-	switch k {
-	case commands.KindValidation, commands.KindIdempotencyKeyReused:
-		return http.StatusUnprocessableEntity, true
-	case commands.KindUnauthenticated:
-		return http.StatusUnauthorized, true
-	case commands.KindForbidden, commands.KindCSRF:
-		return http.StatusForbidden, true
-	case commands.KindNotFound:
-		return http.StatusNotFound, true
-	case commands.KindConflict, commands.KindEmailTaken:
-		return http.StatusConflict, true
-	case commands.KindRateLimited:
-		return http.StatusTooManyRequests, true
-	case commands.KindProviderUnavailable, commands.KindUnavailable:
-		return http.StatusServiceUnavailable, true
-	}
-	return 0, false
-}
+func NewProblem(status int, slug, detail string) Problem { return problem.New(status, slug, detail) }
 
 // WriteProblem answers with p and stops the handler chain. When the answer has already begun it can
 // only stop the chain: a second status line would corrupt the response.
@@ -140,11 +72,13 @@ func WriteProblem(c *gin.Context, p Problem) {
 // away gets nothing worth reading: the error is logged at debug level and the status recorded as 499.
 func WriteError(c *gin.Context, err error) {
 	ctx := c.Request.Context()
-	if ce, ok := commands.AsError(err); ok && ce != nil {
-		if status, known := kindStatus(ce.Kind); known {
-			writeCommandError(c, status, ce)
-			return
+	if p, ok := problem.OfError(err); ok {
+		ce, _ := commands.AsError(err)
+		if secs := retryAfterSeconds(ce); secs > 0 {
+			c.Header("Retry-After", strconv.FormatInt(secs, 10))
 		}
+		WriteProblem(c, p)
+		return
 	}
 	if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
 		PayloadTooLarge(c)
@@ -165,17 +99,6 @@ func WriteError(c *gin.Context, err error) {
 	loggerFrom(c).ErrorContext(ctx, "internal error", slog.String("error", msg),
 		slog.String("method", c.Request.Method), slog.String("route", routeOf(c)))
 	WriteProblem(c, NewProblem(http.StatusInternalServerError, slugInternal, internalDetail))
-}
-
-func writeCommandError(c *gin.Context, status int, ce *commands.Error) {
-	p := NewProblem(status, string(ce.Kind), ce.Detail)
-	if ce.Kind == commands.KindValidation {
-		p.Errors = ce.Fields
-	}
-	if secs := retryAfterSeconds(ce); secs > 0 {
-		c.Header("Retry-After", strconv.FormatInt(secs, 10))
-	}
-	WriteProblem(c, p)
 }
 
 // retryAfterSeconds rounds up, so a client that waits as told never comes back too early; the kinds

@@ -9,6 +9,7 @@ import (
 
 	"taki/infra/auth"
 	"taki/infra/bus"
+	"taki/infra/ws"
 )
 
 // Deps is everything the routes need. Handlers only decode, call the bus and encode; sessions and
@@ -21,10 +22,11 @@ type Deps struct {
 	Registry  prometheus.Registerer
 	Gatherer  prometheus.Gatherer
 	Readiness []ReadinessCheck
+	WS        *ws.Hub
 }
 
 func (d Deps) validate() error {
-	if d.Bus == nil || d.Sessions == nil || d.WSTokens == nil || d.Logger == nil || d.Registry == nil || d.Gatherer == nil {
+	if d.Bus == nil || d.Sessions == nil || d.WSTokens == nil || d.Logger == nil || d.Registry == nil || d.Gatherer == nil || d.WS == nil {
 		return errors.New("new router: missing dependency")
 	}
 	return nil
@@ -53,6 +55,7 @@ func NewRouter(d Deps) (*gin.Engine, error) {
 	e.GET("/readyz", Readyz(d.Readiness...))
 	e.GET("/metrics", MetricsHandler(d.Gatherer))
 	e.GET("/openapi.json", ServeSpec())
+	e.GET("/ws", d.Sessions.Middleware(), d.WS.Handle)
 
 	v1 := e.Group("/api/v1", d.Sessions.Middleware())
 	v1.POST("/users", a.register)

@@ -42,7 +42,7 @@ func (a *api) logIn(c *gin.Context) {
 
 func (a *api) currentSession(c *gin.Context) {
 	s := session(c)
-	u, ok := ask[queries.User](c, a.Bus, queries.GetProfile{UserID: s.UserID})
+	u, ok := ownProfile(c, a)
 	if !ok {
 		return
 	}

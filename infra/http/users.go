@@ -3,6 +3,7 @@ package httpapi
 import (
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/google/uuid"
@@ -34,10 +35,20 @@ func (a *api) register(c *gin.Context) {
 }
 
 func (a *api) me(c *gin.Context) {
-	u, ok := ask[queries.User](c, a.Bus, queries.GetProfile{UserID: session(c).UserID})
-	if ok {
+	if u, ok := ownProfile(c, a); ok {
 		c.JSON(http.StatusOK, u)
 	}
+}
+
+// ownProfile reads the caller's profile. The caller has a live session, so the user exists; a read
+// model without the profile (still catching up, or being replayed) is a temporary 503, not a 404.
+func ownProfile(c *gin.Context, a *api) (queries.User, bool) {
+	return askMapping[queries.User](c, a.Bus, queries.GetProfile{UserID: session(c).UserID}, func(err error) error {
+		if commands.IsKind(err, commands.KindNotFound) {
+			return &commands.Error{Kind: commands.KindUnavailable, Detail: "your profile is being rebuilt; try again shortly", RetryAfter: time.Second}
+		}
+		return err
+	})
 }
 
 func (a *api) updateMe(c *gin.Context) {

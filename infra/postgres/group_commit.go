@@ -198,7 +198,14 @@ func (g *groupCommitter) send(group []*appendRequest) (int, error) {
 	for i, r := range group {
 		for _, q := range r.stmts {
 			if err := readStatement(br, q.SQL, &offsets[i]); err != nil {
-				failed, sendErr = i, err
+				// Only the server's refusal of a statement is that command's fault. Anything else (a
+				// lost connection, a timeout) leaves the group's outcome unknown: it may have committed,
+				// so nothing may be sent again.
+				failed, sendErr = -1, err
+				var pgErr *pgconn.PgError
+				if errors.As(err, &pgErr) {
+					failed = i
+				}
 				break
 			}
 		}

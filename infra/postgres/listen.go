@@ -19,9 +19,14 @@ type Listener struct {
 // Listen keeps a dedicated connection to databaseURL listening on channel until ctx ends, reconnecting
 // with a growing pause when it breaks.
 func Listen(ctx context.Context, databaseURL, channel string, l Listener, logger *slog.Logger) {
-	backoff := 100 * time.Millisecond
+	const firstBackoff = 100 * time.Millisecond
+	backoff := firstBackoff
 	for ctx.Err() == nil {
-		err := listenOnce(ctx, databaseURL, channel, l)
+		connected := false
+		err := listenOnce(ctx, databaseURL, channel, l, &connected)
+		if connected {
+			backoff = firstBackoff // an outage long ago says nothing about this one
+		}
 		if ctx.Err() != nil {
 			return
 		}
@@ -39,7 +44,7 @@ func Listen(ctx context.Context, databaseURL, channel string, l Listener, logger
 	}
 }
 
-func listenOnce(ctx context.Context, databaseURL, channel string, l Listener) error {
+func listenOnce(ctx context.Context, databaseURL, channel string, l Listener, connected *bool) error {
 	conn, err := pgx.Connect(ctx, databaseURL)
 	if err != nil {
 		return err
@@ -48,6 +53,7 @@ func listenOnce(ctx context.Context, databaseURL, channel string, l Listener) er
 	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{channel}.Sanitize()); err != nil {
 		return err
 	}
+	*connected = true
 	if l.Connected != nil {
 		l.Connected()
 	}

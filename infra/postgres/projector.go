@@ -250,25 +250,30 @@ func (p *Projector) Started() <-chan struct{} { return p.started }
 
 func (p *Projector) consume(proj Projection, st *projectionState, msgs <-chan *message.Message) {
 	for msg := range msgs {
-		if err := p.handle(proj, msg); err != nil {
-			// Only a message that cannot even be decoded gets here. It is not skipped: it stays
-			// unacked and watermill-sql resends it after a pause, until an operator fixes the cause.
-			st.setErr(err)
-			p.config.Logger.ErrorContext(msg.Context(), "projection cannot apply event; retrying",
-				slog.String("projection", proj.Name()), slog.String("event_id", msg.UUID), slog.String("err", err.Error()))
+		gtx, err := txOf(msg)
+		if err != nil {
+			// Cannot happen with guardedBeginner; without its transaction nothing can be applied.
+			p.config.Logger.Error("projection message without its transaction", slog.String("err", err.Error()))
 			msg.Nack()
 			continue
+		}
+		if gtx.isStopped() {
+			msg.Ack() // past the failed message: ignored here, re-read in the next batch
+			continue
+		}
+		if err := p.handle(proj, msg, gtx); err != nil {
+			p.config.Logger.ErrorContext(msg.Context(), "projection cannot apply event; it will retry",
+				slog.String("projection", proj.Name()), slog.String("event_id", msg.UUID), slog.String("err", err.Error()))
+			// A nack would make watermill-sql resend within the same open transaction, forever.
+			// Instead the batch ends before this message (see guardedTx.stop).
+			gtx.stop(err)
 		}
 		msg.Ack()
 	}
 }
 
 // handle queues the message's writes on its batch transaction; they are sent when the batch is acked.
-func (p *Projector) handle(proj Projection, msg *message.Message) error {
-	gtx, err := txOf(msg)
-	if err != nil {
-		return err
-	}
+func (p *Projector) handle(proj Projection, msg *message.Message, gtx *guardedTx) error {
 	env, err := DecodeMessage(p.registry, msg)
 	if err != nil {
 		return err
@@ -418,6 +423,17 @@ func (p *Projector) WaitFor(ctx context.Context, name string, pos events.Positio
 	if !ok {
 		return false, fmt.Errorf("wait for unknown projection %q", name)
 	}
+	if committed, _ := st.snapshot(); committed.Less(pos) {
+		// A token beyond the end of the log was not issued by this log (or not yet committed): waiting
+		// cannot help, and every waiter costs polls.
+		head, err := logHead(ctx, p.pool)
+		if err != nil {
+			return false, err
+		}
+		if head.Less(pos) {
+			return false, nil
+		}
+	}
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	for {
@@ -438,6 +454,24 @@ func (p *Projector) WaitFor(ctx context.Context, name string, pos events.Positio
 			return false, ctx.Err()
 		}
 	}
+}
+
+// logHead returns the position of the log's last event (zero for an empty log).
+func logHead(ctx context.Context, pool *pgxpool.Pool) (events.Position, error) {
+	var tx string
+	var off int64
+	err := pool.QueryRow(ctx, `SELECT transaction_id::text, "offset" FROM events ORDER BY transaction_id DESC, "offset" DESC LIMIT 1`).Scan(&tx, &off)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return events.Position{}, nil
+	}
+	if err != nil {
+		return events.Position{}, fmt.Errorf("read log head: %w", err)
+	}
+	t, err := strconv.ParseUint(tx, 10, 64)
+	if err != nil {
+		return events.Position{}, fmt.Errorf("read log head: %w", err)
+	}
+	return events.Position{TxID: t, Offset: off}, nil
 }
 
 // Statuses reports every projection's checkpoint, lag and state as this process sees it.

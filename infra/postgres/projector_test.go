@@ -25,11 +25,18 @@ type recorder struct {
 	name string
 	// failOnce, when set, makes the first apply of that version write and then fail.
 	failOnce atomic.Int64
+	// refuse, while set, makes every Apply of that version return an error (nothing queued).
+	refuse  atomic.Int64
+	refused atomic.Int64 // how many times it refused
 }
 
 func (r *recorder) Name() string     { return r.name }
 func (r *recorder) Tables() []string { return []string{"test_applied"} }
 func (r *recorder) Apply(b *pgx.Batch, e events.Envelope) error {
+	if v := r.refuse.Load(); v != 0 && v == e.Version {
+		r.refused.Add(1)
+		return fmt.Errorf("refusing version %d", v)
+	}
 	b.Queue(`INSERT INTO test_applied (projection, stream_id, version) VALUES ($1, $2, $3)`, r.name, e.StreamID, e.Version)
 	if v := r.failOnce.Load(); v != 0 && v == e.Version && r.failOnce.CompareAndSwap(v, 0) {
 		b.Queue(`SELECT 1/0`)
@@ -276,4 +283,51 @@ func TestProjectorCrashBetweenWriteAndAckLosesNothing(t *testing.T) {
 	p3 := startProjector(t, pool, url, 50, time.Hour, nil, &recorder{name: "a"})
 	waitAll(t, p3.Projector, "a", []events.Position{last})
 	assertExactlyOnceInOrder(t, pool, "a", []uuid.UUID{stream}, 60)
+}
+
+// A message its projection cannot apply must not hold its batch transaction open: that transaction's
+// id would hide every event committed after it from every reader of the log. The batch ends before the
+// message, another projection sees new events at once, and the failing one applies the message once
+// the cause is gone.
+func TestProjectorRefusedMessageDoesNotStallOtherReaders(t *testing.T) {
+	pool, url := setupProjectorDB(t)
+	stream := uuid.Must(uuid.NewV7())
+	appendN := func(from, to int64) events.Position {
+		var last events.Position
+		for v := from; v <= to; v++ {
+			pos, err := slowAppend(context.Background(), pool, stream, v, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			last = pos
+		}
+		return last
+	}
+	last := appendN(1, 10)
+	bad := &recorder{name: "a"}
+	bad.refuse.Store(8)
+	p := startProjector(t, pool, url, 100, 20*time.Millisecond, nil, bad, &recorder{name: "b"})
+	waitAll(t, p.Projector, "b", []events.Position{last})
+	// Events committed while "a" keeps failing on version 8 must still reach "b".
+	deadline := time.Now().Add(30 * time.Second)
+	for bad.refused.Load() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("projection a never retried the refused event")
+		}
+		time.Sleep(time.Millisecond) // waiting for the retry, bounded above
+	}
+	last = appendN(11, 20)
+	p.notifier.Appended()
+	waitAll(t, p.Projector, "b", []events.Position{last})
+	cp, err := p.Checkpoint(context.Background(), "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cp.Offset == 0 {
+		t.Fatal("the events before the failing one were not committed")
+	}
+	bad.refuse.Store(0)
+	waitAll(t, p.Projector, "a", []events.Position{last})
+	assertExactlyOnceInOrder(t, pool, "a", []uuid.UUID{stream}, 20)
+	assertExactlyOnceInOrder(t, pool, "b", []uuid.UUID{stream}, 20)
 }

@@ -86,7 +86,26 @@ type guardedTx struct {
 	pipeline *pgx.Batch
 	queue    []queued
 	last     events.Position // the last message handed to this batch, written or not
+	stopped  bool            // a message could not even be queued: the batch ends before it
 	skipAck  bool            // the first message failed: commit nothing
+}
+
+// stop ends the batch before a message that cannot be decoded or applied: what came before it commits,
+// the transaction ends (an open one would hide newer events from every reader of the log), and the
+// message is tried again first in the next batch, after a backoff. It is never skipped.
+func (t *guardedTx) stop(err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.stopped {
+		t.stopped = true
+		t.state.failed(err)
+	}
+}
+
+func (t *guardedTx) isStopped() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.stopped
 }
 
 // enqueue adds a message's statements (already in b) to the pipeline, wrapped in a savepoint.
@@ -134,6 +153,15 @@ func (t *guardedTx) flush(ctx context.Context, ackArgs []any) error {
 	acked, err := ackedPosition(ackArgs)
 	if err != nil {
 		return err
+	}
+	if t.stopped {
+		if t.last.IsZero() {
+			t.skipAck = true // the very first message failed: nothing to commit
+			return nil
+		}
+		acked = t.last
+		ackArgs[0] = t.last.Offset
+		ackArgs[1] = wmsql.XID8(t.last.TxID)
 	}
 	if acked.Less(t.last) {
 		t.last = acked

@@ -25,6 +25,7 @@ import (
 	"taki/infra/config"
 	httpapi "taki/infra/http"
 	"taki/infra/postgres"
+	"taki/infra/ws"
 	"taki/projections"
 )
 
@@ -42,6 +43,7 @@ type Server struct {
 	Sessions  *auth.Manager
 	Router    *gin.Engine
 	Registry  *prometheus.Registry
+	Hub       *ws.Hub
 
 	notifier *postgres.Notifier
 }
@@ -136,8 +138,15 @@ func wire(cfg config.Config, logger *slog.Logger, pool *pgxpool.Pool, opts Optio
 	if err != nil {
 		return nil, err
 	}
+	hub, err := ws.NewHub(ws.Config{
+		AllowedOrigins: cfg.AllowedOrigins, Tokens: tokens, Sessions: sessions, Logger: logger, Registry: reg,
+		WriteError: httpapi.WriteError, BadRequest: httpapi.BadRequest,
+	})
+	if err != nil {
+		return nil, err
+	}
 	router, err := httpapi.NewRouter(httpapi.Deps{
-		Bus: b, Sessions: sessions, WSTokens: tokens, Logger: logger, Registry: reg, Gatherer: reg,
+		Bus: b, Sessions: sessions, WSTokens: tokens, Logger: logger, Registry: reg, Gatherer: reg, WS: hub,
 		Readiness: []httpapi.ReadinessCheck{
 			{Name: "database", Check: pool.Ping},
 			{Name: "migrations", Check: func(ctx context.Context) error {
@@ -154,11 +163,12 @@ func wire(cfg config.Config, logger *slog.Logger, pool *pgxpool.Pool, opts Optio
 		},
 	})
 	if err != nil {
+		_ = hub.Close(context.Background()) // no socket can be open yet: this only stops melody's goroutine
 		return nil, err
 	}
 	return &Server{
 		Config: cfg, Logger: logger, Pool: pool, Bus: b, Store: store, Projector: projector,
-		Sessions: sessions, Router: router, Registry: reg, notifier: notifier,
+		Sessions: sessions, Router: router, Registry: reg, Hub: hub, notifier: notifier,
 	}, nil
 }
 
@@ -181,7 +191,7 @@ func registerHandlers(b *bus.Bus, log events.Log, store *postgres.EventStore, ha
 	if err != nil {
 		return err
 	}
-	change, err := handlers.NewChangePasswordHandler(aggregates, hasher, sessions)
+	change, err := handlers.NewChangePasswordHandler(aggregates, hasher, sessions, throttle)
 	if err != nil {
 		return err
 	}
@@ -261,14 +271,21 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 
 	select {
 	case err := <-served:
+		s.closeHub()
 		cancelWorkers()
 		wait()
 		return fmt.Errorf("http server: %w", err)
 	case <-ctx.Done():
 	}
-	s.Logger.Info("shutting down: draining HTTP")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), s.Config.ShutdownTimeout)
 	defer cancel()
+	// WebSockets first: http.Server.Shutdown neither waits for nor closes hijacked connections, and
+	// their clients can reconnect elsewhere while HTTP drains (new sockets get 503 meanwhile).
+	s.Logger.Info("shutting down: closing websockets")
+	if err := s.Hub.Close(shutdownCtx); err != nil {
+		s.Logger.Warn("websockets not closed in time", slog.String("error", err.Error()))
+	}
+	s.Logger.Info("shutting down: draining HTTP")
 	err = srv.Shutdown(shutdownCtx)
 	s.Logger.Info("shutting down: stopping subscribers")
 	cancelWorkers()
@@ -279,8 +296,18 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return nil
 }
 
-// Close stops the event store's committers and releases the pool.
+// Close closes the WebSockets if Serve did not, stops the event store's committers and releases the pool.
 func (s *Server) Close() {
+	s.closeHub()
 	s.Store.Close()
 	s.Pool.Close()
+}
+
+// closeHub closes the WebSockets (a no-op after the first time), giving them ShutdownTimeout.
+func (s *Server) closeHub() {
+	ctx, cancel := context.WithTimeout(context.Background(), s.Config.ShutdownTimeout)
+	defer cancel()
+	if err := s.Hub.Close(ctx); err != nil {
+		s.Logger.Warn("websockets not closed in time", slog.String("error", err.Error()))
+	}
 }

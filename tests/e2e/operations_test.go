@@ -52,8 +52,6 @@ var opsNotYetBuilt = []string{
 	"POST /api/v1/payments",
 	"POST /api/v1/payments/:id/refunds",
 	"POST /api/v1/provider-webhooks/square",
-	// Real time.
-	"GET /ws",
 }
 
 // opsLeaks are fragments of internal details that must never reach a client in a problem body.

@@ -1,0 +1,24 @@
+// Package ws is Taki's WebSocket transport (GET /ws, API.md "Real time"), built on melody v1.1.4 with
+// its unsafe defaults replaced (DESIGN.md, "Real time"):
+//
+//   - identification before the upgrade: ?token= (a JWT from POST /api/v1/ws-tokens, any Origin) or
+//     the session cookie with an Origin from TAKI_ALLOWED_ORIGINS; 401 without credentials, 403 for
+//     another Origin. The identity is handed to melody at registration (HandleRequestWithKeys), and
+//     the token is removed from the request melody keeps;
+//   - frames up to 64 KiB (a bigger one closes the socket with 1009), pings every 25 s, a socket
+//     silent for 35 s taken for dead, 10 s to write a frame;
+//   - an own user → sockets index: SendToUsers writes to exactly the sockets of the given users
+//     with Session.Write, never by filtering every socket;
+//   - flow control: melody drops frames silently once a socket's queue is full. Here a socket that
+//     falls SendBuffer frames behind is closed once with 1013 instead, after the frames already
+//     queued, and its client reconnects with ?since= to recover what it missed;
+//   - client frames dispatched by type (FrameHandler): "ping" is built in, later work adds
+//     "message.send", "chat.read" and "typing" through Config.Handlers. A malformed frame or an
+//     unknown type is answered with an error frame and the socket stays open.
+//
+// Metrics: taki_ws_sockets, taki_ws_frames_sent_total, taki_ws_slow_closes_total and
+// taki_ws_dropped_total.
+//
+// Publishers encode a frame once (EncodeFrame) and call SendToUsers from one goroutine per ordered
+// stream; the bytes are shared by every socket and must not change afterwards.
+package ws

@@ -1,0 +1,197 @@
+package ws
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/google/uuid"
+	"github.com/gorilla/websocket"
+	"github.com/olahol/melody"
+
+	"taki/commands"
+	"taki/infra/logging"
+)
+
+// handshakeKey marks, in the request's context, a handshake that Handle has authorized; its value is
+// the request's gin context, for answering gorilla's handshake failures as problems.
+type handshakeKey struct{}
+
+// upgrader replaces melody's, whose CheckOrigin admits every Origin.
+func (h *Hub) upgrader() *websocket.Upgrader {
+	return &websocket.Upgrader{
+		HandshakeTimeout: h.cfg.HandshakeTimeout,
+		// 0 reuses the 4 KiB reader the HTTP server already allocated for the connection.
+		ReadBufferSize: 0,
+		// Write buffers come from a pool and go back after each frame, so an idle socket holds none.
+		WriteBufferSize: 4 << 10,
+		WriteBufferPool: &sync.Pool{},
+		// Handle has applied the Origin rule of API.md (which depends on how the client identified
+		// itself) before upgrading; a request that did not pass through it is refused.
+		CheckOrigin: func(r *http.Request) bool {
+			_, ok := r.Context().Value(handshakeKey{}).(*gin.Context)
+			return ok
+		},
+		Error: h.handshakeError,
+		// Off: per-message deflate costs memory and CPU on every socket, and compressing secrets
+		// together with attacker-chosen text invites CRIME-style length oracles.
+		EnableCompression: false,
+	}
+}
+
+// Handle serves GET /ws (API.md, "Real time"). It needs the session middleware before it for cookie
+// authentication. Refusals are problems: 400 for a request that is no WebSocket handshake, 401
+// without valid credentials, 403 for a cookie from an Origin that is not allowed, 503 while closing.
+func (h *Hub) Handle(c *gin.Context) {
+	// Checked first: for a request that cannot become a socket, its credentials are beside the point,
+	// and it is not identified (nor logged as a user's) for nothing.
+	if !websocket.IsWebSocketUpgrade(c.Request) {
+		c.Header("Sec-WebSocket-Version", "13")
+		h.cfg.BadRequest(c, "GET /ws opens a WebSocket: send a WebSocket handshake (Connection: Upgrade, Upgrade: websocket)")
+		return
+	}
+	userID, via, err := h.identify(c)
+	if err != nil {
+		h.cfg.WriteError(c, err)
+		return
+	}
+	// The user id goes into the request's context for the access log and the socket's logs.
+	base := logging.WithUserID(c.Request.Context(), userID.String())
+	r := c.Request.WithContext(context.WithValue(base, handshakeKey{}, c))
+	redactToken(r)
+	c.Request = r
+
+	ctx, cancel := context.WithCancel(context.WithoutCancel(base))
+	client := &Client{hub: h, userID: userID, via: via, ctx: ctx, cancel: cancel}
+	defer cancel()
+
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		h.cfg.WriteError(c, shuttingDown())
+		return
+	}
+	h.upgrading.Add(1)
+	h.mu.Unlock()
+
+	// gin only records this status (for the access log and metrics); a failed handshake's problem
+	// replaces it, and after a successful one the connection is no longer gin's to write.
+	c.Status(http.StatusSwitchingProtocols)
+	// The identity is passed in at registration: melody's Session.Set after the fact would race
+	// with frames already flowing.
+	err = h.m.HandleRequestWithKeys(c.Writer, r, map[string]any{clientKey: client})
+	if err != nil {
+		// Neither upgraded nor registered, so connect did not run.
+		h.upgrading.Done()
+		if errors.Is(err, melody.ErrClosed) {
+			h.cfg.WriteError(c, shuttingDown())
+			return
+		}
+		// gorilla has answered already, through handshakeError.
+		h.log.DebugContext(base, "websocket handshake failed", slog.String("error", err.Error()))
+	}
+}
+
+func shuttingDown() error {
+	return &commands.Error{Kind: commands.KindUnavailable, Detail: "the server is shutting down; reconnect",
+		RetryAfter: time.Second}
+}
+
+// identify returns who opens the socket, following API.md: ?token=, else the session cookie when the
+// request's Origin is allowed.
+func (h *Hub) identify(c *gin.Context) (userID uuid.UUID, via string, err error) {
+	r := c.Request
+	if tokens, ok := r.URL.Query()["token"]; ok {
+		// Any Origin is accepted with a token. API.md states the Origin rule for the cookie, and
+		// rightly so: the cookie is an ambient credential a cross-site page gets sent for free,
+		// while a token must be obtained through POST /api/v1/ws-tokens, which itself needs the
+		// cookie and the CSRF token. A page that holds one is trusted by the user who fetched it,
+		// and non-browser clients, which send no Origin, can connect too.
+		if len(tokens) != 1 {
+			return userID, "", commands.Unauthenticated("send one token")
+		}
+		id, err := h.cfg.Tokens.Parse(tokens[0])
+		if err != nil {
+			// The error names what was wrong with the token, never the token.
+			h.log.DebugContext(r.Context(), "websocket token refused", slog.String("error", err.Error()))
+			return userID, "", commands.Unauthenticated(
+				"the token is invalid or expired; get a new one from POST /api/v1/ws-tokens")
+		}
+		return id, "token", nil
+	}
+	origin, sent, allowed := h.checkOrigin(r)
+	if sent && !allowed {
+		return userID, "", commands.Forbidden(fmt.Sprintf("origin %q may not open a socket with the session cookie",
+			truncate(origin, 256)))
+	}
+	s, ok := h.cfg.Sessions.Current(c)
+	if !ok {
+		return userID, "", commands.Unauthenticated(
+			"log in, or pass ?token= with a token from POST /api/v1/ws-tokens")
+	}
+	if !sent {
+		// Browsers always send Origin on a WebSocket handshake. Without one the request is from a
+		// program that holds the cookie; API.md admits the cookie only with a listed Origin, and
+		// such a program can use a token instead.
+		return userID, "", commands.Forbidden(
+			"the session cookie is accepted only with an allowed Origin; other clients pass ?token=")
+	}
+	return s.UserID, "cookie", nil
+}
+
+// checkOrigin reports the request's Origin, whether it sent one, and whether it is allowed. Several
+// Origin headers are never allowed: a browser sends one.
+func (h *Hub) checkOrigin(r *http.Request) (origin string, sent, allowed bool) {
+	values := r.Header.Values("Origin")
+	if len(values) == 0 {
+		return "", false, false
+	}
+	if len(values) > 1 {
+		return strings.Join(values, ", "), true, false
+	}
+	n, err := normalizeOrigin(values[0])
+	if err != nil {
+		return values[0], true, false
+	}
+	_, allowed = h.origins[n]
+	return values[0], true, allowed
+}
+
+// redactToken removes ?token= from the request melody keeps for the socket's life (Session.Request),
+// so that no later log of it can show the token. r must be a copy: the URL is replaced, not changed.
+func redactToken(r *http.Request) {
+	q := r.URL.Query()
+	if !q.Has("token") {
+		return
+	}
+	q.Del("token")
+	u := *r.URL
+	u.RawQuery = q.Encode()
+	r.URL = &u
+	r.RequestURI = u.RequestURI()
+}
+
+// handshakeError answers gorilla's handshake failures in the API's problem format.
+func (h *Hub) handshakeError(w http.ResponseWriter, r *http.Request, status int, reason error) {
+	c, ok := r.Context().Value(handshakeKey{}).(*gin.Context)
+	if !ok {
+		http.Error(w, http.StatusText(status), status)
+		return
+	}
+	switch status {
+	case http.StatusForbidden:
+		h.cfg.WriteError(c, commands.Forbidden("origin not allowed"))
+	case http.StatusInternalServerError:
+		h.cfg.WriteError(c, fmt.Errorf("websocket handshake: %w", reason))
+	default:
+		// Tells a client speaking another protocol version which one we speak (RFC 6455, 4.4).
+		c.Header("Sec-WebSocket-Version", "13")
+		h.cfg.BadRequest(c, reason.Error())
+	}
+}
