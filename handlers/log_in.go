@@ -50,11 +50,13 @@ func (h *LogInHandler) Handle(ctx context.Context, cmd commands.LogIn) (queries.
 		}
 		return queries.User{}, err
 	}
-	next, err := save(ctx, h.store, users, u, nil, events.UserLoggedIn{UserID: u.id, At: h.now().UTC()})
-	if err != nil {
+	// The credentials are right: settle the throttle now, so that a retry of this command after a
+	// concurrent write (which checks the throttle again) leaves no unsettled attempt behind.
+	if err := h.throttle.Succeed(ctx, key); err != nil {
 		return queries.User{}, err
 	}
-	if err := h.throttle.Succeed(ctx, key); err != nil {
+	next, err := save(ctx, h.store, users, u, nil, events.UserLoggedIn{UserID: u.id, At: h.now().UTC()})
+	if err != nil {
 		return queries.User{}, err
 	}
 	return next.state.view(), nil

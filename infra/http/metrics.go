@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -59,7 +60,14 @@ func (m *Metrics) Middleware() gin.HandlerFunc {
 		c.Next()
 		method := methodLabel(c.Request.Method)
 		route := routeOf(c)
-		m.requests.WithLabelValues(method, route, strconv.Itoa(c.Writer.Status())).Inc()
+		status := c.Writer.Status()
+		if status < 300 && strings.EqualFold(c.GetHeader("Upgrade"), "websocket") {
+			// An upgraded WebSocket returns here only when the socket closes: it is counted, as 101,
+			// but its lifetime is no request duration.
+			m.requests.WithLabelValues(method, route, strconv.Itoa(http.StatusSwitchingProtocols)).Inc()
+			return
+		}
+		m.requests.WithLabelValues(method, route, strconv.Itoa(status)).Inc()
 		m.duration.WithLabelValues(method, route).Observe(time.Since(start).Seconds())
 	}
 }

@@ -5,8 +5,10 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 )
@@ -134,4 +136,57 @@ func TestNewMetricsClashPanics(t *testing.T) {
 		}
 	}()
 	NewMetrics(reg)
+}
+
+// An upgraded WebSocket is counted as a 101 request, and its lifetime is kept out of the request
+// duration histogram; a refused upgrade is an ordinary request.
+func TestMetricsCountWebSocketUpgradesWithoutDuration(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	e := gin.New()
+	e.Use(NewMetrics(reg).Middleware())
+	upgrader := websocket.Upgrader{}
+	e.GET("/ws", func(c *gin.Context) {
+		if c.Query("refuse") != "" {
+			c.Status(http.StatusForbidden)
+			return
+		}
+		conn, err := upgrader.Upgrade(c.Writer, c.Request, nil)
+		if err != nil {
+			return
+		}
+		conn.Close()
+	})
+	srv := httptest.NewServer(e)
+	defer srv.Close()
+	url := "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws"
+	conn, _, err := websocket.DefaultDialer.Dial(url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The server closed its side; reading observes it, so the handler has returned.
+	_, _, _ = conn.ReadMessage()
+	conn.Close()
+	if _, resp, err := websocket.DefaultDialer.Dial(url+"?refuse=1", nil); err == nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("refused upgrade: %v %v", resp, err)
+	}
+	want := map[string]float64{
+		"method=GET,route=/ws,status=101": 1,
+		"method=GET,route=/ws,status=403": 1,
+	}
+	// The upgraded handler's metrics are recorded after the hijacked connection closes; wait for it.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := series(t, reg, "http_requests_total")
+		if got["method=GET,route=/ws,status=101"] == 1 && got["method=GET,route=/ws,status=403"] == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("http_requests_total = %v, want %v", got, want)
+		}
+		time.Sleep(time.Millisecond) // the handler finishes on the server's goroutine, bounded above
+	}
+	if d := series(t, reg, "http_request_duration_seconds"); d["method=GET,route=/ws"] != 1 {
+		t.Fatalf("duration observations for /ws = %v, want only the refused request's", d)
+	}
 }
