@@ -76,7 +76,11 @@ func AccessLog(logger *slog.Logger) gin.HandlerFunc {
 		if status >= http.StatusInternalServerError {
 			level = slog.LevelError
 		}
-		logger.LogAttrs(c.Request.Context(), level, "http request",
+		ctx := c.Request.Context()
+		if !logger.Enabled(ctx, level) {
+			return // spare building the line's attributes on every request
+		}
+		logger.LogAttrs(ctx, level, "http request",
 			slog.String("method", c.Request.Method),
 			slog.String("route", routeOf(c)),
 			slog.String("path", c.Request.URL.Path),
