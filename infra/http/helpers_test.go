@@ -8,13 +8,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"strings"
-	"sync"
 	"testing"
 
 	"github.com/gin-gonic/gin"
 
 	"taki/infra/logging"
+	"taki/infra/logging/logtest"
 )
 
 func TestMain(m *testing.M) {
@@ -23,44 +22,12 @@ func TestMain(m *testing.M) {
 }
 
 // logBuffer collects JSON log lines written concurrently by handlers.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// lines decodes every JSON log line.
-func (b *logBuffer) lines(t *testing.T) []map[string]any {
-	t.Helper()
-	var out []map[string]any
-	for line := range strings.SplitSeq(strings.TrimSpace(b.String()), "\n") {
-		if line == "" {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
-			t.Fatalf("log line is not JSON: %q: %v", line, err)
-		}
-		out = append(out, m)
-	}
-	return out
-}
+type logBuffer = logtest.Buffer
 
 // find returns the first line whose msg is msg.
-func (b *logBuffer) find(t *testing.T, msg string) map[string]any {
+func findLine(t *testing.T, b *logBuffer, msg string) map[string]any {
 	t.Helper()
-	for _, l := range b.lines(t) {
+	for _, l := range b.Lines(t) {
 		if l["msg"] == msg {
 			return l
 		}

@@ -110,7 +110,7 @@ func TestAccessLog(t *testing.T) {
 	req.RemoteAddr = "192.0.2.10:5555"
 	serve(e, req)
 
-	line := logs.find(t, "http request")
+	line := findLine(t, logs, "http request")
 	want := map[string]any{
 		"level": "INFO", "method": "GET", "route": "/users/:id", "path": "/users/abc",
 		"status": float64(200), "bytes": float64(5), "client_ip": "192.0.2.10",
@@ -138,7 +138,7 @@ func TestAccessLogLevelAndUnmatched(t *testing.T) {
 	e.GET("/boom", func(c *gin.Context) { c.Status(http.StatusInternalServerError) })
 	serve(e, httptest.NewRequest(http.MethodGet, "/boom", nil))
 	serve(e, httptest.NewRequest(http.MethodGet, "/nothing/here", nil))
-	lines := logs.lines(t)
+	lines := logs.Lines(t)
 	if len(lines) != 2 {
 		t.Fatalf("want 2 lines, got %d", len(lines))
 	}
@@ -167,14 +167,14 @@ func TestRecovery(t *testing.T) {
 	if w.Header().Get("X-Request-Id") != "req-panic" {
 		t.Error("the 500 lost its request id")
 	}
-	line := logs.find(t, "panic in handler")
+	line := findLine(t, logs, "panic in handler")
 	if line["panic"] != "database password is hunter2" || line["request_id"] != "req-panic" || line["route"] != "/panic" {
 		t.Errorf("panic log line: %v", line)
 	}
 	if stack, _ := line["stack"].(string); !strings.Contains(stack, "middleware_test.go") {
 		t.Errorf("no stack naming the panicking handler: %q", stack)
 	}
-	if access := logs.find(t, "http request"); access["status"] != float64(500) {
+	if access := findLine(t, logs, "http request"); access["status"] != float64(500) {
 		t.Errorf("access log saw status %v, want 500", access["status"])
 	}
 }
@@ -192,7 +192,7 @@ func TestRecoveryAfterWrite(t *testing.T) {
 	if w.Code != 200 || w.Body.String() != "half" {
 		t.Errorf("got %d %q", w.Code, w.Body)
 	}
-	logs.find(t, "panic in handler")
+	findLine(t, logs, "panic in handler")
 }
 
 func TestRecoveryLetsAbortHandlerThrough(t *testing.T) {
@@ -218,7 +218,7 @@ func TestRecoveryProvidesLoggerToWriteError(t *testing.T) {
 	e.Use(Recovery(logger))
 	e.GET("/x", func(c *gin.Context) { WriteError(c, errTest("disk on fire")) })
 	wantProblem(t, serve(e, httptest.NewRequest(http.MethodGet, "/x", nil)), 500, "internal")
-	if line := logs.find(t, "internal error"); line["error"] != "disk on fire" {
+	if line := findLine(t, logs, "internal error"); line["error"] != "disk on fire" {
 		t.Errorf("line %v", line)
 	}
 }

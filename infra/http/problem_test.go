@@ -125,7 +125,7 @@ func TestWriteErrorHidesInternalErrors(t *testing.T) {
 			if strings.Contains(w.Body.String(), "10.0.0.5") || p.Detail != internalDetail {
 				t.Errorf("internal details reached the client: %s", w.Body)
 			}
-			line := logs.find(t, "internal error")
+			line := findLine(t, logs, "internal error")
 			if line["error"] != err.Error() || line["level"] != "ERROR" {
 				t.Errorf("log line %v does not carry the error at ERROR", line)
 			}
@@ -145,7 +145,7 @@ func TestWriteErrorNil(t *testing.T) {
 	e, logs := errorEngine(nil, &nextRan)
 	w := serve(e, httptest.NewRequest(http.MethodGet, "/x", nil))
 	wantProblem(t, w, 500, "internal")
-	logs.find(t, "internal error")
+	findLine(t, logs, "internal error")
 }
 
 func TestWriteErrorMaxBytes(t *testing.T) {
@@ -170,7 +170,7 @@ func TestWriteErrorClientGone(t *testing.T) {
 	if w.Code != statusClientClosedRequest || w.Body.Len() != 0 {
 		t.Errorf("got %d %q, want a bare %d", w.Code, w.Body, statusClientClosedRequest)
 	}
-	line := logs.find(t, "client went away")
+	line := findLine(t, logs, "client went away")
 	if line["level"] != "DEBUG" || line["request_id"] != "gone-1" {
 		t.Errorf("log line %v, want DEBUG with the request id", line)
 	}
@@ -192,7 +192,7 @@ func TestWriteProblemAfterResponseStarted(t *testing.T) {
 	if w.Code != 200 || w.Body.String() != "partial" {
 		t.Errorf("got %d %q: the written response was changed", w.Code, w.Body)
 	}
-	logs.find(t, "problem after the response was written")
+	findLine(t, logs, "problem after the response was written")
 }
 
 func TestWriteProblemReplacesContentType(t *testing.T) {

@@ -75,7 +75,7 @@ func TestStack(t *testing.T) {
 	}
 
 	var accessLines int
-	for _, l := range logs.lines(t) {
+	for _, l := range logs.Lines(t) {
 		if l["msg"] != "http request" {
 			continue
 		}

@@ -1,7 +1,6 @@
 package ws
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,7 +8,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +20,7 @@ import (
 	"taki/infra/auth"
 	"taki/infra/http/problem"
 	"taki/infra/logging"
+	"taki/infra/logging/logtest"
 )
 
 func TestTokenGetsHello(t *testing.T) {
@@ -567,22 +566,7 @@ func TestNewHubRefusesBadConfig(t *testing.T) {
 }
 
 // logBuffer collects log lines written from the hub's goroutines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type logBuffer = logtest.Buffer
 
 // value reads a gauge or counter.
 func value(t *testing.T, m prometheus.Metric) float64 {

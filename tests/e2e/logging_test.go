@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -10,21 +9,7 @@ import (
 )
 
 // logxLines decodes every JSON log line.
-func logxLines(t *testing.T, logs *opsLogBuffer) []map[string]any {
-	t.Helper()
-	var out []map[string]any
-	for line := range strings.SplitSeq(strings.TrimSpace(logs.String()), "\n") {
-		if line == "" {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
-			t.Fatalf("log line is not JSON: %q: %v", line, err)
-		}
-		out = append(out, m)
-	}
-	return out
-}
+func logxLines(t *testing.T, logs *opsLogBuffer) []map[string]any { return logs.Lines(t) }
 
 // logxRequest is one request of the scenario and what its log lines must say.
 type logxRequest struct {

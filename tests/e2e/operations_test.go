@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,6 +22,7 @@ import (
 	"taki/infra/config"
 	httpapi "taki/infra/http"
 	"taki/infra/logging"
+	"taki/infra/logging/logtest"
 	"taki/infra/postgres"
 	"taki/infra/postgres/pgtest"
 	"taki/infra/server"
@@ -601,19 +601,4 @@ func TestOpsInternalErrorsStayInternal(t *testing.T) {
 }
 
 // opsLogBuffer collects the JSON log lines a server writes from many goroutines.
-type opsLogBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *opsLogBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *opsLogBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type opsLogBuffer = logtest.Buffer
