@@ -7,6 +7,7 @@ import (
 
 	"taki/commands"
 	"taki/infra/bus"
+	"taki/infra/postgres"
 	"taki/queries"
 )
 
@@ -25,6 +26,10 @@ func newUsersCmd(env *environment) *cobra.Command {
 			defer srv.Close()
 			u, _, err := bus.Send[queries.User](ctx, srv.Bus, commands.PromoteUser{Email: args[0]})
 			if err != nil {
+				return err
+			}
+			// Running servers would otherwise see the change at their next poll.
+			if err := postgres.AnnounceNow(ctx, srv.Pool); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s (%s) is now %s; their sessions have ended\n", u.Email, u.ID, u.Role)

@@ -2,11 +2,13 @@ package postgres
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Notifier wakes the event log's consumers within milliseconds of an append instead of letting them
@@ -47,6 +49,17 @@ func (n *Notifier) Appended() {
 	case n.pending <- struct{}{}:
 	default: // a NOTIFY is already due; it covers this append too
 	}
+}
+
+// AnnounceNow tells every listening instance that events were appended, at once, on pool. Tools that
+// append without running the notifier (the CLI) call it before they exit.
+func AnnounceNow(ctx context.Context, pool interface {
+	Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
+}) error {
+	if _, err := pool.Exec(ctx, `SELECT pg_notify($1, '')`, channel); err != nil {
+		return fmt.Errorf("announce appended events: %w", err)
+	}
+	return nil
 }
 
 // Run listens and sends until ctx ends.
