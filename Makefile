@@ -23,6 +23,7 @@ test:
 FUZZTIME ?= 1m
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeJSON$$' -fuzztime $(FUZZTIME) ./infra/http
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeSendMessage$$' -fuzztime $(FUZZTIME) ./infra/http
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeClientFrame$$' -fuzztime $(FUZZTIME) ./infra/ws
 
 lint:

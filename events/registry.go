@@ -25,6 +25,7 @@ type Registry struct {
 func NewRegistry() *Registry {
 	r := &Registry{types: map[string]*entry{}}
 	registerUsers(r)
+	registerChats(r)
 	return r
 }
 

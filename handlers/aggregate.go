@@ -34,11 +34,16 @@ type loaded[S any] struct {
 }
 
 func (a aggregate[S]) load(ctx context.Context, log events.Log, id uuid.UUID) (loaded[S], error) {
-	out := loaded[S]{id: id}
 	stream, err := log.Load(ctx, id, a.stateVersion)
 	if err != nil {
-		return out, fmt.Errorf("load %s %s: %w", a.streamType, id, err)
+		return loaded[S]{id: id}, fmt.Errorf("load %s %s: %w", a.streamType, id, err)
 	}
+	return a.fold(id, stream)
+}
+
+// fold is the state a stream read from the log leads to.
+func (a aggregate[S]) fold(id uuid.UUID, stream events.Stream) (loaded[S], error) {
+	out := loaded[S]{id: id}
 	if stream.Snapshot != nil {
 		if err := json.Unmarshal(stream.Snapshot.State, &out.state); err != nil {
 			return out, fmt.Errorf("load %s %s: snapshot: %w", a.streamType, id, err)

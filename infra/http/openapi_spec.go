@@ -510,7 +510,7 @@ func schemas() map[string]*Schema {
 		"CreateGroupChat":   input(map[string]*Schema{"type": {Type: SchemaType{"string"}, Const: "group"}, "title": strMin(1), "member_ids": array(uuidSchema())}, "type", "title", "member_ids"),
 		"RenameChat":        input(map[string]*Schema{"title": strMin(1)}, "title"),
 		"AddMember":         input(map[string]*Schema{"user_id": uuidSchema()}, "user_id"),
-		"SendMessage":       input(map[string]*Schema{"text": messageText, "client_msg_id": described(strMin(1), "Client-chosen id; resending it replays the first message")}, "text", "client_msg_id"),
+		"SendMessage":       input(map[string]*Schema{"text": messageText, "client_msg_id": described(strLen(1, 64), "Client-chosen id; resending it replays the first message")}, "text", "client_msg_id"),
 		"EditMessage":       input(map[string]*Schema{"text": strLen(1, 4000)}, "text"),
 		"MarkRead":          input(map[string]*Schema{"up_to_seq": nonNegative()}, "up_to_seq"),
 		"CreatePayment":     input(map[string]*Schema{"amount_minor": positiveAmount, "currency": currency, "source_id": described(str(), "Card nonce, such as cnon:card-nonce-ok"), "description": str()}, "amount_minor", "currency", "source_id", "description"),
@@ -607,7 +607,8 @@ func addChatsAndMessages(b *specBuilder) {
 		summary: "Remove a member, or leave", tag: tagChats,
 		ok: []answer{{status: 204, description: "Removed"}},
 		fails: []answer{notMember,
-			{status: 403, description: "Neither a group admin nor the member itself (forbidden), or missing CSRF token (csrf)"}}})
+			{status: 403, description: "Neither a group admin nor the member itself (forbidden), or missing CSRF token (csrf)"},
+			{status: 409, description: "Not a group chat (conflict)"}}})
 	b.add(op{method: "POST", path: "/api/v1/chats/{id}/messages", id: "sendMessage", summary: "Send a message",
 		tag: tagMessages, body: ref("SendMessage"),
 		ok: []answer{

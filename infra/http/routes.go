@@ -73,6 +73,18 @@ func NewRouter(d Deps) (*gin.Engine, error) {
 	authed.GET("/users/:id", a.getUser)
 	authed.POST("/ws-tokens", a.issueWSToken)
 
+	authed.POST("/chats", a.createChat)
+	authed.GET("/chats", a.listChats)
+	authed.GET("/chats/:id", a.getChat)
+	authed.PATCH("/chats/:id", a.renameChat)
+	authed.POST("/chats/:id/members", a.addChatMember)
+	authed.DELETE("/chats/:id/members/:user_id", a.removeChatMember)
+	authed.POST("/chats/:id/messages", a.sendMessage)
+	authed.GET("/chats/:id/messages", a.listMessages)
+	authed.PATCH("/chats/:id/messages/:message_id", a.editMessage)
+	authed.DELETE("/chats/:id/messages/:message_id", a.deleteMessage)
+	authed.POST("/chats/:id/read", a.markChatRead)
+
 	admin := authed.Group("/admin", a.requireAdmin)
 	admin.GET("/projections", a.listProjections)
 	admin.POST("/projections/:name/replay", a.replayProjection)

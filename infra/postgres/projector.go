@@ -117,7 +117,8 @@ type projectionState struct {
 	pending   events.Position // acked in the open transaction
 	committed events.Position // known committed
 	changed   chan struct{}
-	running   bool
+	running   bool // this instance leads the consumer group
+	standby   bool // another instance leads it; this one takes over when it goes
 	lastErr   string
 	backoff   bool // a message failed in the last batch
 }
@@ -179,6 +180,15 @@ func (s *projectionState) snapshot() (events.Position, <-chan struct{}) {
 	return s.committed, s.changed
 }
 
+func (s *projectionState) setRole(leading, standby bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.running, s.standby = leading, standby
+	if standby {
+		s.lastErr = ""
+	}
+}
+
 func (s *projectionState) setErr(err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -189,60 +199,65 @@ func (s *projectionState) setErr(err error) {
 	}
 }
 
-// Run starts every projection and blocks until ctx ends and they have stopped.
+// Run runs every projection until ctx ends and they have stopped. Each projection's consumer group
+// is active in one instance at a time (see lead); Run returns an error only for a subscriber that
+// cannot be built at all.
 func (p *Projector) Run(ctx context.Context) error {
 	logger := watermill.NewSlogLogger(p.config.Logger)
-	// The subscribers' context is always cancelled before they are closed: a batch transaction then
-	// cannot commit (its commit runs with that context), so writes of a message that was never acked
-	// are never committed, whatever the handler was doing at shutdown.
 	ctx, cancel := context.WithCancel(ctx)
-	var subs []*wmsql.Subscriber
-	defer func() {
-		cancel()
-		for _, s := range subs {
-			_ = s.Close()
-		}
-		p.running.Wait()
-	}()
+	defer cancel()
+	var ready sync.WaitGroup
+	ready.Add(len(p.order))
+	errc := make(chan error, len(p.order))
 	for _, proj := range p.order {
 		st := p.states[proj.Name()]
 		if cp, err := p.Checkpoint(ctx, proj.Name()); err == nil {
 			st.advanceTo(cp)
 		}
-		sub, err := wmsql.NewSubscriber(guardedBeginner{pool: p.pool, state: st, afterFlush: p.afterFlush}, wmsql.SubscriberConfig{
-			ConsumerGroup:  proj.Name(),
-			SchemaAdapter:  eventLogSchema{batchSize: p.config.BatchSize},
-			OffsetsAdapter: newOffsetsAdapter(),
-			ResendInterval: p.config.ResendInterval,
-			PollInterval:   p.config.PollInterval,
-			// No ack deadline: on expiry watermill-sql abandons the message but still commits the batch
-			// with the subscriber's live context. Handlers here either ack or nack promptly.
-			AckDeadline:    &noAckDeadline,
-			BackoffManager: &wakeBackoff{pool: p.pool, notifier: p.notifier, state: st, poll: p.config.PollInterval, done: ctx.Done(), logger: p.config.Logger, name: proj.Name(), chase: minChase},
-		}, logger)
-		if err != nil {
-			return fmt.Errorf("subscribe %s: %w", proj.Name(), err)
-		}
-		subs = append(subs, sub)
-		msgs, err := sub.Subscribe(ctx, Topic)
-		if err != nil {
-			return fmt.Errorf("subscribe %s: %w", proj.Name(), err)
-		}
-		st.mu.Lock()
-		st.running = true
-		st.mu.Unlock()
 		p.running.Add(1)
 		go func() {
 			defer p.running.Done()
-			p.consume(proj, st, msgs)
-			st.mu.Lock()
-			st.running = false
-			st.mu.Unlock()
+			if err := p.lead(ctx, proj, st, logger, sync.OnceFunc(ready.Done)); err != nil {
+				errc <- err
+			}
 		}()
 	}
-	p.once.Do(func() { close(p.started) })
-	<-ctx.Done()
-	return nil
+	go func() {
+		ready.Wait()
+		p.once.Do(func() { close(p.started) })
+	}()
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		cancel()
+	}
+	p.running.Wait()
+	return err
+}
+
+// subscribe starts proj's watermill-sql subscriber; msgs ends once ctx ends and the subscriber closes.
+func (p *Projector) subscribe(ctx context.Context, proj Projection, st *projectionState, logger watermill.LoggerAdapter) (*wmsql.Subscriber, <-chan *message.Message, error) {
+	sub, err := wmsql.NewSubscriber(guardedBeginner{pool: p.pool, state: st, afterFlush: p.afterFlush}, wmsql.SubscriberConfig{
+		ConsumerGroup:  proj.Name(),
+		SchemaAdapter:  eventLogSchema{batchSize: p.config.BatchSize},
+		OffsetsAdapter: newOffsetsAdapter(),
+		ResendInterval: p.config.ResendInterval,
+		PollInterval:   p.config.PollInterval,
+		// No ack deadline: on expiry watermill-sql abandons the message but still commits the batch
+		// with the subscriber's live context. Handlers here either ack or nack promptly.
+		AckDeadline:    &noAckDeadline,
+		BackoffManager: &wakeBackoff{pool: p.pool, notifier: p.notifier, state: st, poll: p.config.PollInterval, done: ctx.Done(), logger: p.config.Logger, name: proj.Name(), chase: minChase},
+	}, logger)
+	if err != nil {
+		return nil, nil, fmt.Errorf("subscribe %s: %w", proj.Name(), err)
+	}
+	msgs, err := sub.Subscribe(ctx, Topic)
+	if err != nil {
+		_ = sub.Close()
+		return nil, nil, fmt.Errorf("subscribe %s: %w", proj.Name(), err)
+	}
+	return sub, msgs, nil
 }
 
 // Started is closed once every projection subscribed.
@@ -489,6 +504,8 @@ func (p *Projector) Statuses(ctx context.Context) ([]queries.ProjectionStatus, e
 			s.Status = "failing: " + st.lastErr
 		case st.running:
 			s.Status = "running"
+		case st.standby:
+			s.Status = "standby"
 		default:
 			s.Status = "stopped"
 		}
@@ -548,12 +565,13 @@ func ResetProjection(ctx context.Context, pool *pgxpool.Pool, proj Projection) e
 	})
 }
 
-// Running reports whether every projection's subscriber runs (readiness).
+// Running reports whether every projection runs here or stands by for the instance that runs it
+// (readiness).
 func (p *Projector) Running() error {
 	for _, proj := range p.order {
 		st := p.states[proj.Name()]
 		st.mu.Lock()
-		running := st.running
+		running := st.running || st.standby
 		st.mu.Unlock()
 		if !running {
 			return fmt.Errorf("projection %s is not running", proj.Name())

@@ -46,6 +46,7 @@ type Server struct {
 	Hub       *ws.Hub
 
 	notifier *postgres.Notifier
+	realtime *realtime
 }
 
 // Options tune a server for tests and tools.
@@ -54,6 +55,9 @@ type Options struct {
 	PasswordConfig auth.PasswordConfig
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// WebSocket, if set, edits the WebSocket hub's configuration last (tests shrink its buffers and
+	// its recovery bound).
+	WebSocket func(*ws.Config)
 }
 
 // New connects to the database (which must be migrated) and wires everything.
@@ -114,9 +118,13 @@ func wire(cfg config.Config, logger *slog.Logger, pool *pgxpool.Pool, opts Optio
 	if err != nil {
 		return nil, err
 	}
+	chatsProjection, err := projections.NewChats(pool)
+	if err != nil {
+		return nil, err
+	}
 	projector, err := postgres.NewProjector(pool, registry, notifier, postgres.ProjectorConfig{
 		BatchSize: cfg.ProjectionBatchSize, Logger: logger,
-	}, usersProjection)
+	}, usersProjection, chatsProjection)
 	if err != nil {
 		return nil, err
 	}
@@ -130,7 +138,11 @@ func wire(cfg config.Config, logger *slog.Logger, pool *pgxpool.Pool, opts Optio
 		bus.ReadYourWrites(projector, cfg.ConsistencyWait),
 	)
 	log := bus.CountingLog(bus.RecordingLog{Log: store}, reg)
-	if err := registerHandlers(b, log, store, hasher, throttle, sessions, usersProjection, projector, opts.Now); err != nil {
+	aggregates, err := handlers.NewStore(log, aggregateCacheSize, bus.Observe)
+	if err != nil {
+		return nil, err
+	}
+	if err := registerHandlers(b, aggregates, store, hasher, throttle, sessions, usersProjection, projector, opts.Now); err != nil {
 		return nil, err
 	}
 
@@ -138,11 +150,23 @@ func wire(cfg config.Config, logger *slog.Logger, pool *pgxpool.Pool, opts Optio
 	if err != nil {
 		return nil, err
 	}
-	hub, err := ws.NewHub(ws.Config{
+	rt, err := newRealtime(cfg.DatabaseURL, logger, pool, store, notifier, projector, chatsProjection)
+	if err != nil {
+		return nil, err
+	}
+	hub, err := ws.NewHub(rt.realtimeHubConfig(ws.Config{
 		AllowedOrigins: cfg.AllowedOrigins, Tokens: tokens, Sessions: sessions, Logger: logger, Registry: reg,
 		WriteError: httpapi.WriteError, BadRequest: httpapi.BadRequest,
-	})
+	}, b, opts.WebSocket))
 	if err != nil {
+		return nil, err
+	}
+	if err := rt.attach(hub, reg); err != nil {
+		_ = hub.Close(context.Background())
+		return nil, err
+	}
+	if err := registerChats(b, aggregates, chatsProjection, projector, rt.Typing(), cfg.ConsistencyWait, opts.Now); err != nil {
+		_ = hub.Close(context.Background())
 		return nil, err
 	}
 	router, err := httpapi.NewRouter(httpapi.Deps{
@@ -168,17 +192,13 @@ func wire(cfg config.Config, logger *slog.Logger, pool *pgxpool.Pool, opts Optio
 	}
 	return &Server{
 		Config: cfg, Logger: logger, Pool: pool, Bus: b, Store: store, Projector: projector,
-		Sessions: sessions, Router: router, Registry: reg, Hub: hub, notifier: notifier,
+		Sessions: sessions, Router: router, Registry: reg, Hub: hub, notifier: notifier, realtime: rt,
 	}, nil
 }
 
-func registerHandlers(b *bus.Bus, log events.Log, store *postgres.EventStore, hasher handlers.PasswordHasher,
+func registerHandlers(b *bus.Bus, aggregates *handlers.Store, store *postgres.EventStore, hasher handlers.PasswordHasher,
 	throttle handlers.LoginThrottle, sessions handlers.SessionRevoker, users *projections.Users,
 	projector *postgres.Projector, now func() time.Time) error {
-	aggregates, err := handlers.NewStore(log, aggregateCacheSize, bus.Observe)
-	if err != nil {
-		return err
-	}
 	register, err := handlers.NewRegisterUserHandler(aggregates, hasher, now)
 	if err != nil {
 		return err
@@ -221,12 +241,14 @@ func registerHandlers(b *bus.Bus, log events.Log, store *postgres.EventStore, ha
 	return nil
 }
 
-// Start runs the background workers (event notifications, session invalidations, projections) until ctx ends, and returns
-// once every projection has subscribed. Wait blocks until they stopped.
+// Start runs the background workers (event notifications, session invalidations, projections, the
+// WebSocket fan-out) until ctx ends, and returns once every projection has subscribed and the fan-out
+// has its start position. Wait blocks until they stopped.
 func (s *Server) Start(ctx context.Context) (wait func(), err error) {
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
 	go func() { defer wg.Done(); s.notifier.Run(ctx) }()
+	go func() { defer wg.Done(); s.realtime.run(ctx) }()
 	go func() { defer wg.Done(); s.Sessions.Run(ctx, s.Config.DatabaseURL) }()
 	errc := make(chan error, 1)
 	go func() {
@@ -237,7 +259,7 @@ func (s *Server) Start(ctx context.Context) (wait func(), err error) {
 	}()
 	select {
 	case <-s.Projector.Started():
-		return wg.Wait, nil
+		return s.realtime.realtimeStarted(ctx, wg.Wait)
 	case err := <-errc:
 		wg.Wait()
 		return nil, err

@@ -68,9 +68,13 @@ type Config struct {
 	WriteError func(c *gin.Context, err error)
 	BadRequest func(c *gin.Context, detail string)
 
-	// Handlers are the client frame types beyond the built-in "ping", by type. Later work adds
-	// "message.send", "chat.read" and "typing" here.
+	// Handlers are the client frame types beyond the built-in "ping", by type: the server adds
+	// "message.send", "chat.read" and "typing" (ChatFrameHandlers).
 	Handlers map[string]FrameHandler
+
+	// Recovery serves GET /ws?since= (API.md, "Recovery"). Without it a socket that asks to recover
+	// gets resync_required and live frames.
+	Recovery *RecoveryConfig
 
 	PingPeriod       time.Duration
 	PongWait         time.Duration
@@ -96,6 +100,11 @@ func (c *Config) setDefaults() {
 	if c.HandshakeTimeout == 0 {
 		c.HandshakeTimeout = DefaultHandshakeTimeout
 	}
+	if c.Recovery != nil {
+		r := *c.Recovery // the caller's stays as it was
+		r.setDefaults()
+		c.Recovery = &r
+	}
 }
 
 func (c Config) validate() error {
@@ -119,6 +128,11 @@ func (c Config) validate() error {
 	// Two slots at least: one frame, and the one always kept free for the close frame.
 	if c.SendBuffer < 2 || c.SendBuffer > 1<<16 {
 		errs = append(errs, fmt.Errorf("SendBuffer %d is not between 2 and 65536", c.SendBuffer))
+	}
+	if c.Recovery != nil {
+		if err := c.Recovery.validate(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	for typ, h := range c.Handlers {
 		if h == nil {

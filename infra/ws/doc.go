@@ -12,13 +12,22 @@
 //   - flow control: melody drops frames silently once a socket's queue is full. Here a socket that
 //     falls SendBuffer frames behind is closed once with 1013 instead, after the frames already
 //     queued, and its client reconnects with ?since= to recover what it missed;
-//   - client frames dispatched by type (FrameHandler): "ping" is built in, later work adds
-//     "message.send", "chat.read" and "typing" through Config.Handlers. A malformed frame or an
-//     unknown type is answered with an error frame and the socket stays open.
+//   - client frames dispatched by type (FrameHandler): "ping" is built in; "message.send", "chat.read"
+//     and "typing" go to the bus (ChatFrameHandlers, through Config.Handlers). A malformed frame or
+//     an unknown type is answered with an error frame and the socket stays open;
+//   - the fan-out (Fanout): the log's events, handed over in log order by the instance's log tail,
+//     become frames {"type", "position", "chat_id", "data"} for the users the feed names
+//     (SendEvent);
+//   - recovery (?since=, RecoveryConfig): a reconnecting socket first gets the events after its
+//     position read from the log, then the live ones, with no gap and no duplicate at the seam (see
+//     eventStream); a position too old to serve gets resync_required;
+//   - typing notices relayed to other members' sockets on every instance (TypingRelay), never stored.
 //
-// Metrics: taki_ws_sockets, taki_ws_frames_sent_total, taki_ws_slow_closes_total and
-// taki_ws_dropped_total.
+// Metrics: taki_ws_sockets, taki_ws_frames_sent_total, taki_ws_slow_closes_total,
+// taki_ws_dropped_total and the fan-out's taki_ws_fanout_events_total, taki_ws_fanout_frames_total
+// and taki_ws_fanout_lag_seconds.
 //
-// Publishers encode a frame once (EncodeFrame) and call SendToUsers from one goroutine per ordered
-// stream; the bytes are shared by every socket and must not change afterwards.
+// Publishers encode a frame once (EncodeFrame) and call SendToUsers (or SendEvent, for frames of log
+// events) from one goroutine per ordered stream; the bytes are shared by every socket and must not
+// change afterwards.
 package ws

@@ -165,6 +165,9 @@ func FuzzDecodeClientFrame(f *testing.F) {
 		`{"type":"message.send","chat_id":"0195f0b8-7c1e-7000-8000-000000000001","text":"hi","client_msg_id":"m1"}`,
 		`{"type":"chat.read","chat_id":"x","up_to_seq":9007199254740993}`,
 		`{"type":"typing","chat_id":"x","nested":{"a":[1,2,{"b":null}]}}`,
+		`{"type":"chat.read","chat_id":"0195f0b8-7c1e-7000-8000-000000000001","up_to_seq":-1}`,
+		`{"type":"message.send","chat_id":"0195F0B8-7C1E-7000-8000-000000000001","text":null,"client_msg_id":["a"]}`,
+		`{"type":"typing","chat_id":"urn:uuid:0195f0b8-7c1e-7000-8000-000000000001"}`,
 		`{"type":"ping","TYPE":"x"}`,
 		`{"type":"\u0070ing"}`,
 		`{"type":"ping"}{}`,
@@ -207,5 +210,84 @@ func FuzzDecodeClientFrame(f *testing.F) {
 		if err := fr.DecodeFields(&st); err != nil || st.Type != fr.Type {
 			t.Fatalf("a handler decoding %q would see type %q, not %q (%v)", b, st.Type, fr.Type, err)
 		}
+		// The chat frames' fields: a value or a validation error naming fields, never anything else.
+		for _, need := range []int{0, fieldText, fieldUpToSeq} {
+			cf, err := decodeChatFrame(fr, need)
+			if err != nil {
+				ce, ok := commands.AsError(err)
+				if !ok || ce.Kind != commands.KindValidation || len(ce.Fields) == 0 || cf != (chatFrame{}) {
+					t.Fatalf("chat fields of %q: %+v, %v", b, cf, err)
+				}
+				continue
+			}
+			if cf.ChatID == uuid.Nil && !strings.Contains(strings.ToLower(string(b)), "0000-0000") {
+				t.Fatalf("chat fields of %q: no chat id", b)
+			}
+		}
 	})
+}
+
+func TestDecodeChatFrame(t *testing.T) {
+	t.Parallel()
+	chat := "0195f0b8-7c1e-7000-8000-000000000001"
+	ok := []struct {
+		in   string
+		need int
+		want chatFrame
+	}{
+		{`{"type":"typing","chat_id":"` + chat + `"}`, 0, chatFrame{ChatID: uuid.MustParse(chat)}},
+		{`{"type":"typing","chat_id":"` + chat + `","text":5}`, 0, chatFrame{ChatID: uuid.MustParse(chat)}},
+		{`{"type":"message.send","chat_id":"` + chat + `","text":"hi","client_msg_id":"m1"}`, fieldText,
+			chatFrame{ChatID: uuid.MustParse(chat), Text: "hi", ClientMsgID: "m1"}},
+		{`{"type":"message.send","chat_id":"` + chat + `","text":"","client_msg_id":null}`, fieldText,
+			chatFrame{ChatID: uuid.MustParse(chat)}},
+		{`{"type":"chat.read","chat_id":"` + chat + `","up_to_seq":12}`, fieldUpToSeq,
+			chatFrame{ChatID: uuid.MustParse(chat), UpToSeq: 12}},
+	}
+	for _, tc := range ok {
+		f, err := DecodeClientFrame([]byte(tc.in))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := decodeChatFrame(f, tc.need)
+		if err != nil || got != tc.want {
+			t.Errorf("%s: %+v, %v", tc.in, got, err)
+		}
+	}
+	bad := []struct {
+		in     string
+		need   int
+		fields []string
+	}{
+		{`{"type":"typing"}`, 0, []string{"chat_id"}},
+		{`{"type":"typing","chat_id":null}`, 0, []string{"chat_id"}},
+		{`{"type":"typing","chat_id":7}`, 0, []string{"chat_id"}},
+		{`{"type":"typing","chat_id":"nope"}`, 0, []string{"chat_id"}},
+		{`{"type":"typing","chat_id":"{` + chat + `}"}`, 0, []string{"chat_id"}},
+		{`{"type":"message.send"}`, fieldText, []string{"chat_id", "text"}},
+		{`{"type":"message.send","chat_id":"` + chat + `","text":["hi"],"client_msg_id":5}`, fieldText, []string{"text", "client_msg_id"}},
+		{`{"type":"chat.read","chat_id":"` + chat + `"}`, fieldUpToSeq, []string{"up_to_seq"}},
+		{`{"type":"chat.read","chat_id":"` + chat + `","up_to_seq":"3"}`, fieldUpToSeq, []string{"up_to_seq"}},
+		{`{"type":"chat.read","chat_id":"` + chat + `","up_to_seq":1.5}`, fieldUpToSeq, []string{"up_to_seq"}},
+		{`{"type":"chat.read","chat_id":"` + chat + `","up_to_seq":1e30}`, fieldUpToSeq, []string{"up_to_seq"}},
+	}
+	for _, tc := range bad {
+		f, err := DecodeClientFrame([]byte(tc.in))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = decodeChatFrame(f, tc.need)
+		ce, ok := commands.AsError(err)
+		if !ok || ce.Kind != commands.KindValidation {
+			t.Errorf("%s: %v, want a validation error", tc.in, err)
+			continue
+		}
+		var fields []string
+		for _, fe := range ce.Fields {
+			fields = append(fields, fe.Field)
+		}
+		if strings.Join(fields, ",") != strings.Join(tc.fields, ",") {
+			t.Errorf("%s: bad fields %v, want %v", tc.in, fields, tc.fields)
+		}
+	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/olahol/melody"
 
 	"taki/commands"
+	"taki/events"
 	"taki/infra/logging"
 )
 
@@ -61,6 +62,11 @@ func (h *Hub) Handle(c *gin.Context) {
 		h.cfg.WriteError(c, err)
 		return
 	}
+	since, err := sinceParam(c.Request)
+	if err != nil {
+		h.cfg.BadRequest(c, err.Error())
+		return
+	}
 	// The user id goes into the request's context for the access log and the socket's logs.
 	base := logging.WithUserID(c.Request.Context(), userID.String())
 	r := c.Request.WithContext(context.WithValue(base, handshakeKey{}, c))
@@ -68,7 +74,10 @@ func (h *Hub) Handle(c *gin.Context) {
 	c.Request = r
 
 	ctx, cancel := context.WithCancel(context.WithoutCancel(base))
-	client := &Client{hub: h, userID: userID, via: via, ctx: ctx, cancel: cancel}
+	client := &Client{hub: h, userID: userID, via: via, ctx: ctx, cancel: cancel, since: since}
+	if since != nil {
+		client.room = make(chan struct{}, 1)
+	}
 	defer cancel()
 
 	h.mu.Lock()
@@ -161,6 +170,23 @@ func (h *Hub) checkOrigin(r *http.Request) (origin string, sent, allowed bool) {
 	}
 	_, allowed = h.origins[n]
 	return values[0], true, allowed
+}
+
+// sinceParam reads ?since=, the position of the last event frame a reconnecting client got (API.md,
+// "Recovery"); nil when absent.
+func sinceParam(r *http.Request) (*events.Position, error) {
+	values, ok := r.URL.Query()["since"]
+	if !ok {
+		return nil, nil
+	}
+	if len(values) != 1 {
+		return nil, errors.New("send one since: the position of the last frame received")
+	}
+	p, err := events.ParsePosition(values[0])
+	if err != nil {
+		return nil, errors.New("since is not a position: send the position of the last frame received")
+	}
+	return &p, nil
 }
 
 // redactToken removes ?token= from the request melody keeps for the socket's life (Session.Request),

@@ -210,6 +210,8 @@ func status(r *http.Response) string {
 // frame is a server frame as a client decodes it.
 type frame struct {
 	Type        string          `json:"type"`
+	Position    string          `json:"position"`
+	ChatID      string          `json:"chat_id"`
 	ClientMsgID string          `json:"client_msg_id"`
 	Data        json.RawMessage `json:"data"`
 	Problem     *Problem        `json:"problem"`

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"taki/commands"
+	"taki/events"
 )
 
 // Close codes the hub sends besides melody's own.
@@ -68,6 +69,11 @@ type Hub struct {
 	sockets int
 	closed  bool
 
+	// recoveries counts the ?since= recoveries running; Close waits for them. recoverySlots bounds
+	// how many read the log at once.
+	recoveries    sync.WaitGroup
+	recoverySlots chan struct{}
+
 	// testHookIndexChanged, when set (tests only), runs after every change of the index.
 	testHookIndexChanged func()
 }
@@ -88,6 +94,14 @@ type Client struct {
 	pending atomic.Int64
 	// closing is set once the socket is being closed (too slow, or gone); frames are refused after.
 	closing atomic.Bool
+
+	// since is the position a recovering socket asked for (?since=), nil for a live-only one.
+	since *events.Position
+	// room, for a recovering socket, gets a signal when a queued frame went out, so that recovery
+	// waits for the socket to drain instead of overrunning it.
+	room chan struct{}
+	// stream orders the log's event frames on this socket (see SendEvent).
+	stream eventStream
 }
 
 type metrics struct {
@@ -152,6 +166,9 @@ func NewHub(cfg Config) (*Hub, error) {
 		drained:    make(chan struct{}),
 		users:      make(map[uuid.UUID]map[*melody.Session]*Client),
 	}
+	if cfg.Recovery != nil {
+		h.recoverySlots = make(chan struct{}, cfg.Recovery.MaxConcurrent)
+	}
 	// melody.New starts a goroutine, so it comes after everything that can fail.
 	m := melody.New()
 	// gorilla answers a bigger frame with close 1009 as soon as its header announces the size.
@@ -178,10 +195,43 @@ func NewHub(cfg Config) (*Hub, error) {
 // socket in the order of the calls that queued them, so a publisher calling from one goroutine keeps
 // its order; calls from several goroutines have none between them.
 func (h *Hub) SendToUsers(userIDs []uuid.UUID, frame []byte) int {
-	// The sockets are collected under the read lock and written after it, so that nothing a write
-	// may do (close a slow socket, log) runs under the index lock.
 	var buf [32]*Client
-	targets := buf[:0]
+	n := 0
+	for _, c := range h.clientsOf(userIDs, buf[:0]) {
+		if c.Send(frame) == nil {
+			n++
+		}
+	}
+	return n
+}
+
+// SendEvent queues frame, the frame of the log event at pos, on every open socket of the given users,
+// as SendToUsers does, and returns how many sockets took it. Event frames are ordered per socket by
+// position: a socket skips a position it has passed already (it got it while recovering with
+// ?since=), and a socket still recovering holds the frame until its recovery reaches the live
+// events. Publishers call it in log order, from one goroutine.
+func (h *Hub) SendEvent(userIDs []uuid.UUID, pos events.Position, frame []byte) int {
+	var buf [32]*Client
+	n := 0
+	for _, c := range h.clientsOf(userIDs, buf[:0]) {
+		if c.sendEvent(pos, frame) == nil {
+			n++
+		}
+	}
+	return n
+}
+
+// Connected reports whether the user has a socket open on this instance.
+func (h *Hub) Connected(userID uuid.UUID) bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return len(h.users[userID]) > 0
+}
+
+// clientsOf appends the open sockets of the given users (each user once) to targets. The sockets are
+// collected under the read lock and written after it, so that nothing a write may do (close a slow
+// socket, log) runs under the index lock.
+func (h *Hub) clientsOf(userIDs []uuid.UUID, targets []*Client) []*Client {
 	var seen map[uuid.UUID]struct{}
 	if len(userIDs) > 8 {
 		seen = make(map[uuid.UUID]struct{}, len(userIDs))
@@ -202,13 +252,7 @@ func (h *Hub) SendToUsers(userIDs []uuid.UUID, frame []byte) int {
 		}
 	}
 	h.mu.RUnlock()
-	n := 0
-	for _, c := range targets {
-		if c.Send(frame) == nil {
-			n++
-		}
-	}
-	return n
+	return targets
 }
 
 // Sockets returns how many sockets are open on this instance.
@@ -249,6 +293,14 @@ func (h *Hub) Close(ctx context.Context) error {
 	})
 	select {
 	case <-h.drained:
+	case <-ctx.Done():
+		return fmt.Errorf("close websockets: %d still open: %w", h.Sockets(), ctx.Err())
+	}
+	// Recoveries end with their sockets; wait for them to leave the log alone.
+	recovered := make(chan struct{})
+	go func() { h.recoveries.Wait(); close(recovered) }()
+	select {
+	case <-recovered:
 		h.stopOnce.Do(func() {
 			if err := h.m.Close(); err != nil && !errors.Is(err, melody.ErrClosed) {
 				h.log.Warn("stop melody", slog.String("error", err.Error()))
@@ -256,7 +308,7 @@ func (h *Hub) Close(ctx context.Context) error {
 		})
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("close websockets: %d still open: %w", h.Sockets(), ctx.Err())
+		return fmt.Errorf("close websockets: recoveries still running: %w", ctx.Err())
 	}
 }
 
@@ -344,6 +396,12 @@ func (h *Hub) connect(s *melody.Session) {
 	if err := c.SendFrame(ServerFrame{Type: TypeHello, Data: helloData{UserID: c.userID}}); err != nil {
 		h.log.DebugContext(c.ctx, "websocket hello not sent", slog.String("error", err.Error()))
 	}
+	if c.since != nil {
+		// Before the socket is indexed: no event frame may pass the recovery.
+		c.stream.beginRecovery(*c.since)
+		h.recoveries.Add(1)
+		defer func() { go h.recover(c, *c.since) }()
+	}
 	h.mu.Lock()
 	set := h.users[c.userID]
 	if set == nil {
@@ -428,7 +486,14 @@ func (h *Hub) binaryMessage(s *melody.Session, _ []byte) {
 
 // sent frees the frame's slot once it is on the wire.
 func (h *Hub) sent(s *melody.Session, _ []byte) {
-	clientOf(s).pending.Add(-1)
+	c := clientOf(s)
+	c.pending.Add(-1)
+	if c.room != nil {
+		select {
+		case c.room <- struct{}{}:
+		default:
+		}
+	}
 	h.metrics.framesSent.Inc()
 }
 

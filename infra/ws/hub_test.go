@@ -486,7 +486,7 @@ func TestTokenIsNotKeptWithTheSocket(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, nil)
 	id, tok := e.token()
-	conn, resp, err := e.dial("since=abc&token=" + url.QueryEscape(tok))
+	conn, resp, err := e.dial("since=12.3&token=" + url.QueryEscape(tok))
 	if err != nil {
 		t.Fatalf("dial: %v (%s)", err, status(resp))
 	}
@@ -498,7 +498,7 @@ func TestTokenIsNotKeptWithTheSocket(t *testing.T) {
 			strings.Contains(s.Request.URL.RawQuery, "token") {
 			t.Fatalf("the socket's request keeps the token: %q", s.Request.RequestURI)
 		}
-		if s.Request.URL.Query().Get("since") != "abc" {
+		if s.Request.URL.Query().Get("since") != "12.3" {
 			t.Fatalf("the socket's request lost ?since=: %q", s.Request.RequestURI)
 		}
 	}

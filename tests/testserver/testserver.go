@@ -129,6 +129,13 @@ func (s *Server) Client(t testing.TB) *Client {
 	return &Client{t: t, base: s.URL, HTTP: &http.Client{Jar: jar, Timeout: 30 * time.Second}}
 }
 
+// Fork returns a client with c's cookies and CSRF token but its own consistency token, for another
+// goroutine: a Client is not safe for concurrent use, its session is.
+func (c *Client) Fork() *Client {
+	cp := *c
+	return &cp
+}
+
 // Response is a finished response with its body read.
 type Response struct {
 	*http.Response

@@ -1,0 +1,77 @@
+package handlers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"taki/commands"
+	"taki/queries"
+)
+
+// TypingRelay passes a typing notice to the sockets of a chat's other members, on every instance.
+// Typing is never stored.
+type TypingRelay interface {
+	RelayTyping(ctx context.Context, chatID, from uuid.UUID, to []uuid.UUID) error
+}
+
+// ChatCommands holds what the chat command handlers share. Each command has its own handler type
+// (CreateDirectChatHandler, SendMessageHandler, ...) embedding it.
+type ChatCommands struct {
+	store    *Store
+	locks    *chatLocks
+	messages ChatMessages
+	typing   TypingRelay
+	now      func() time.Time
+}
+
+// NewChatCommands refuses nil dependencies.
+func NewChatCommands(store *Store, messages ChatMessages, typing TypingRelay, now func() time.Time) (*ChatCommands, error) {
+	if store == nil || messages == nil || typing == nil || now == nil {
+		return nil, fmt.Errorf("new chat commands: %w", errNilDependency)
+	}
+	return &ChatCommands{store: store, locks: newChatLocks(), messages: messages, typing: typing, now: now}, nil
+}
+
+// lockedChat takes chatID's lock (see chatLocks) and loads the chat for a command of actor, who must
+// be a member. release is never nil: call it once the command appended, or gave up.
+func (h *ChatCommands) lockedChat(ctx context.Context, chatID, actor uuid.UUID) (c loaded[chat], release func(), err error) {
+	release, err = h.locks.lock(ctx, chatID)
+	if err != nil {
+		return c, func() {}, err
+	}
+	c, err = loadChatAsMember(ctx, h.store, chatID, actor)
+	return c, release, err
+}
+
+func (h *ChatCommands) timestamp() time.Time { return h.now().UTC().Truncate(time.Microsecond) }
+
+// userExists reports whether id names a registered user.
+func (h *ChatCommands) userExists(ctx context.Context, id uuid.UUID) (bool, error) {
+	u, err := load(ctx, h.store, users, id)
+	if err != nil {
+		return false, err
+	}
+	return u.state.exists(), nil
+}
+
+// lockedMessage is lockedChat and one of the chat's messages as the read model holds it once it
+// caught up with that chat state.
+func (h *ChatCommands) lockedMessage(ctx context.Context, chatID, messageID, actor uuid.UUID) (loaded[chat], queries.Message, func(), error) {
+	c, release, err := h.lockedChat(ctx, chatID, actor)
+	if err != nil {
+		return c, queries.Message{}, release, err
+	}
+	m, ok, err := h.messages.Message(ctx, chatID, messageID, c.pos)
+	if err == nil && !ok {
+		err = commands.NotFound("message")
+	}
+	return c, m, release, err
+}
+
+// invalidField is a validation failure of one field.
+func invalidField(field, message string) error {
+	return commands.Invalid([]commands.FieldError{{Field: field, Message: message}})
+}

@@ -1,0 +1,459 @@
+package projections
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"taki/events"
+	"taki/queries"
+)
+
+// Chats is the chats projection: chats as each member sees them, their members' read cursors and
+// unread counts, and their message histories.
+type Chats struct {
+	pool *pgxpool.Pool
+}
+
+// NewChats returns the chats projection on pool.
+func NewChats(pool *pgxpool.Pool) (*Chats, error) {
+	if pool == nil {
+		return nil, errors.New("new chats projection: nil pool")
+	}
+	return &Chats{pool: pool}, nil
+}
+
+// Name implements postgres.Projection.
+func (*Chats) Name() string { return queries.ChatsReadModel }
+
+// Tables implements postgres.Projection.
+func (*Chats) Tables() []string { return []string{"chats", "chat_members", "chat_messages"} }
+
+// Apply implements postgres.Projection. Each event is one statement; each is safe to apply twice.
+func (*Chats) Apply(b *pgx.Batch, e events.Envelope) error {
+	switch ev := e.Data.(type) {
+	case events.ChatCreated:
+		ids := make([]uuid.UUID, len(ev.Members))
+		roles := make([]string, len(ev.Members))
+		for i, m := range ev.Members {
+			ids[i], roles[i] = m.UserID, m.Role
+		}
+		b.Queue(`WITH c AS (
+				INSERT INTO chats (id, type, title, created_at, last_seq, last_activity_at)
+				VALUES ($1, $2, $3, $4, 0, $4) ON CONFLICT (id) DO NOTHING RETURNING id)
+			INSERT INTO chat_members (chat_id, user_id, role, last_read_seq, unread_count, last_activity_at)
+			SELECT c.id, m.user_id, m.role, 0, 0, $4
+			FROM c, unnest($5::uuid[], $6::text[]) AS m (user_id, role)
+			ON CONFLICT (chat_id, user_id) DO NOTHING`,
+			ev.ChatID, ev.Type, ev.Title, ev.CreatedAt, ids, roles)
+	case events.ChatRenamed:
+		b.Queue(`UPDATE chats SET title = $2 WHERE id = $1`, ev.ChatID, ev.Title)
+	case events.ChatMemberAdded:
+		// Unread is what the newcomer's cursor leaves unread: normally nothing, the cursor starts at the
+		// chat's last seq.
+		b.Queue(`INSERT INTO chat_members (chat_id, user_id, role, last_read_seq, unread_count, last_activity_at)
+			SELECT c.id, $2, $3, $4,
+				(SELECT count(*) FROM chat_messages x
+					WHERE x.chat_id = c.id AND x.seq > $4 AND x.sender_id <> $2 AND NOT x.deleted),
+				c.last_activity_at
+			FROM chats c WHERE c.id = $1
+			ON CONFLICT (chat_id, user_id) DO NOTHING`,
+			ev.ChatID, ev.UserID, ev.Role, ev.LastReadSeq)
+	case events.ChatMemberRemoved:
+		b.Queue(`DELETE FROM chat_members WHERE chat_id = $1 AND user_id = $2`, ev.ChatID, ev.UserID)
+	case events.MessageSent:
+		// The last_seq guard makes a second application a no-op for the chat and its members.
+		b.Queue(`WITH msg AS (
+				INSERT INTO chat_messages (chat_id, seq, id, sender_id, text, client_msg_id, sent_at)
+				VALUES ($1, $2, $3, $4, $5, NULLIF($6, ''), $7) ON CONFLICT DO NOTHING),
+			c AS (
+				UPDATE chats SET last_seq = $2, last_activity_at = GREATEST(last_activity_at, $7)
+				WHERE id = $1 AND last_seq < $2 RETURNING last_activity_at)
+			UPDATE chat_members m SET last_activity_at = c.last_activity_at,
+				unread_count = m.unread_count + (m.user_id <> $4 AND m.last_read_seq < $2)::int
+			FROM c WHERE m.chat_id = $1`,
+			ev.ChatID, ev.Seq, ev.MessageID, ev.SenderID, ev.Text, ev.ClientMsgID, ev.SentAt)
+	case events.MessageEdited:
+		b.Queue(`UPDATE chat_messages SET text = $3, edited_at = $4
+			WHERE chat_id = $1 AND seq = $2 AND NOT deleted`, ev.ChatID, ev.Seq, ev.Text, ev.EditedAt)
+	case events.MessageDeleted:
+		// A deleted message no longer counts as unread for the members who had not read it yet.
+		b.Queue(`WITH d AS (
+				UPDATE chat_messages SET deleted = true, text = ''
+				WHERE chat_id = $1 AND seq = $2 AND NOT deleted RETURNING sender_id)
+			UPDATE chat_members m SET unread_count = GREATEST(m.unread_count - 1, 0)
+			FROM d WHERE m.chat_id = $1 AND m.user_id <> d.sender_id AND m.last_read_seq < $2`,
+			ev.ChatID, ev.Seq)
+	case events.ChatRead:
+		b.Queue(`UPDATE chat_members m SET last_read_seq = $3,
+				unread_count = (SELECT count(*) FROM chat_messages x
+					WHERE x.chat_id = $1 AND x.seq > $3 AND x.sender_id <> $2 AND NOT x.deleted)
+			WHERE m.chat_id = $1 AND m.user_id = $2 AND m.last_read_seq < $3`,
+			ev.ChatID, ev.UserID, ev.UpToSeq)
+	}
+	return nil
+}
+
+// chatColumns and chatJoins read chats (alias c) with their members, as parallel arrays, and their
+// last message (alias lm, NULL columns before the first message). scanChat reads them.
+const (
+	chatColumns = `c.id, c.type, c.title, c.created_at, c.last_seq,
+		mem.user_ids, mem.roles, mem.read_seqs, mem.unreads,
+		lm.id, lm.seq, lm.sender_id, lm.text, lm.client_msg_id, lm.sent_at, lm.edited_at, lm.deleted`
+	chatJoins = ` CROSS JOIN LATERAL (
+			SELECT array_agg(m.user_id) AS user_ids, array_agg(m.role) AS roles,
+				array_agg(m.last_read_seq) AS read_seqs, array_agg(m.unread_count) AS unreads
+			FROM chat_members m WHERE m.chat_id = c.id) mem
+		LEFT JOIN chat_messages lm ON lm.chat_id = c.id AND lm.seq = c.last_seq`
+	messageColumns = `id, chat_id, seq, sender_id, text, client_msg_id, sent_at, edited_at, deleted`
+)
+
+// chatSQL reads one chat (by id) with its members and last message.
+const chatSQL = `SELECT ` + chatColumns + ` FROM chats c` + chatJoins + ` WHERE c.id = $1`
+
+// listChatsSQL reads the first page of a user's chats, most recent activity first: a backward range
+// scan of chat_members_by_user. listChatsAfterSQL reads the page after a (last_activity_at, chat_id).
+const (
+	listChatsSQL      = listChatsHead + listChatsTail
+	listChatsAfterSQL = listChatsHead + ` AND (last_activity_at, chat_id) < ($3, $4)` + listChatsTail
+	listChatsHead     = `WITH page AS (
+			SELECT chat_id, last_activity_at FROM chat_members WHERE user_id = $1`
+	listChatsTail = `
+			ORDER BY last_activity_at DESC, chat_id DESC LIMIT $2)
+		SELECT p.last_activity_at, ` + chatColumns + `
+		FROM page p JOIN chats c ON c.id = p.chat_id` + chatJoins + `
+		ORDER BY p.last_activity_at DESC, p.chat_id DESC`
+)
+
+// membersSQL reads a chat's read cursors, for read_by_count and the membership check.
+const membersSQL = `SELECT user_id, last_read_seq FROM chat_members WHERE chat_id = $1`
+
+// History pages: primary-key range scans on (chat_id, seq). Each reads one row past the limit to
+// answer has_more.
+const (
+	latestMessagesSQL  = `SELECT ` + messageColumns + ` FROM chat_messages WHERE chat_id = $1 ORDER BY seq DESC LIMIT $2`
+	beforeMessagesSQL  = `SELECT ` + messageColumns + ` FROM chat_messages WHERE chat_id = $1 AND seq < $3 ORDER BY seq DESC LIMIT $2`
+	afterMessagesSQL   = `SELECT ` + messageColumns + ` FROM chat_messages WHERE chat_id = $1 AND seq > $3 ORDER BY seq LIMIT $2`
+	betweenMessagesSQL = `SELECT ` + messageColumns + ` FROM chat_messages WHERE chat_id = $1 AND seq > $3 AND seq < $4 ORDER BY seq LIMIT $2`
+	messageByIDSQL     = `SELECT ` + messageColumns + ` FROM chat_messages WHERE id = $2 AND chat_id = $1`
+)
+
+// chatRow is a chat with all its members, before it is shown to one of them.
+type chatRow struct {
+	chat   queries.Chat // Members sorted; UnreadCount unset
+	unread map[uuid.UUID]int64
+}
+
+// scanChat reads chatColumns (after any leading destinations).
+func scanChat(row pgx.Row, lead ...any) (chatRow, error) {
+	var (
+		r                  chatRow
+		ids                []uuid.UUID
+		roles              []string
+		reads, unreads     []int64
+		lmID, lmSender     *uuid.UUID
+		lmSeq              *int64
+		lmText, lmClient   *string
+		lmSentAt, lmEdited *time.Time
+		lmDeleted          *bool
+	)
+	c := &r.chat
+	dst := append(lead, &c.ID, &c.Type, &c.Title, &c.CreatedAt, &c.LastSeq, &ids, &roles, &reads, &unreads,
+		&lmID, &lmSeq, &lmSender, &lmText, &lmClient, &lmSentAt, &lmEdited, &lmDeleted)
+	if err := row.Scan(dst...); err != nil {
+		return r, err
+	}
+	if len(roles) != len(ids) || len(reads) != len(ids) || len(unreads) != len(ids) {
+		return r, fmt.Errorf("chat %s: member arrays of different lengths", c.ID)
+	}
+	c.Members = make([]queries.ChatMember, len(ids))
+	r.unread = make(map[uuid.UUID]int64, len(ids))
+	for i, id := range ids {
+		c.Members[i] = queries.ChatMember{UserID: id, Role: roles[i], LastReadSeq: reads[i]}
+		r.unread[id] = unreads[i]
+	}
+	// Admins first ("admin" < "member"), then by user id: the same order on every read.
+	slices.SortFunc(c.Members, func(a, b queries.ChatMember) int {
+		if n := cmp.Compare(a.Role, b.Role); n != 0 {
+			return n
+		}
+		return slices.Compare(a.UserID[:], b.UserID[:])
+	})
+	if lmID != nil {
+		m := &queries.Message{
+			ID: *lmID, ChatID: c.ID, Seq: *lmSeq, SenderID: *lmSender, Text: *lmText,
+			ClientMsgID: clientMsgID(lmClient), SentAt: *lmSentAt, EditedAt: lmEdited, Deleted: *lmDeleted,
+		}
+		m.ReadByCount = cursorsOf(c.Members).readBy(m.Seq, m.SenderID)
+		c.LastMessage = m
+	}
+	return r, nil
+}
+
+// as returns the chat as member user sees it, false if user is not a member. The views of one row
+// share its Members and LastMessage: a group's thousand views must not cost a million member copies.
+func (r chatRow) as(user uuid.UUID) (queries.Chat, bool) {
+	unread, ok := r.unread[user]
+	if !ok {
+		return queries.Chat{}, false
+	}
+	c := r.chat
+	c.UnreadCount = unread
+	return c, true
+}
+
+// Chat reads a chat as actor sees it; false if it does not exist or actor is not a member.
+func (p *Chats) Chat(ctx context.Context, actor, chatID uuid.UUID) (queries.Chat, bool, error) {
+	m, err := p.ChatsFor(ctx, chatID, []uuid.UUID{actor})
+	if err != nil {
+		return queries.Chat{}, false, err
+	}
+	c, ok := m[actor]
+	return c, ok, nil
+}
+
+// ChatsFor reads a chat as each of userIDs sees it, in one query whatever their number. Users who are
+// not members are absent from the map. The chats share their Members and LastMessage: read-only.
+func (p *Chats) ChatsFor(ctx context.Context, chatID uuid.UUID, userIDs []uuid.UUID) (map[uuid.UUID]queries.Chat, error) {
+	out := make(map[uuid.UUID]queries.Chat, len(userIDs))
+	r, err := scanChat(p.pool.QueryRow(ctx, chatSQL, chatID))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return out, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read chat %s: %w", chatID, err)
+	}
+	for _, u := range userIDs {
+		if c, ok := r.as(u); ok {
+			out[u] = c
+		}
+	}
+	return out, nil
+}
+
+// ListChats lists actor's chats, most recent activity first (ties by chat id, descending), keyset-paged
+// after the given position, in one query. The cursor is nil on the last page.
+func (p *Chats) ListChats(ctx context.Context, actor uuid.UUID, after *queries.ChatCursor, limit int) ([]queries.Chat, *queries.ChatCursor, error) {
+	limit = clampLimit(limit)
+	var rows pgx.Rows
+	var err error
+	if after == nil {
+		rows, err = p.pool.Query(ctx, listChatsSQL, actor, limit+1)
+	} else {
+		rows, err = p.pool.Query(ctx, listChatsAfterSQL, actor, limit+1, after.Activity, after.ID)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("list chats of %s: %w", actor, err)
+	}
+	defer rows.Close()
+	out := make([]queries.Chat, 0, limit)
+	var last queries.ChatCursor
+	more := false
+	for rows.Next() {
+		if len(out) == limit {
+			more = true
+			break
+		}
+		var activity time.Time
+		r, err := scanChat(rows, &activity)
+		if err != nil {
+			return nil, nil, fmt.Errorf("list chats of %s: %w", actor, err)
+		}
+		c, ok := r.as(actor)
+		if !ok { // cannot happen: the page comes from actor's member rows in the same snapshot
+			continue
+		}
+		out = append(out, c)
+		last = queries.ChatCursor{Activity: activity, ID: c.ID}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, nil, fmt.Errorf("list chats of %s: %w", actor, err)
+	}
+	if !more {
+		return out, nil, nil
+	}
+	return out, &last, nil
+}
+
+// Messages reads a page of a chat's history for actor; false if actor is not a member. Without bounds
+// it answers the latest limit messages; with before, the limit messages just below it; with after, the
+// limit just above it; with both, the first limit between them. Items are in ascending seq; HasMore
+// says whether more messages lie beyond the page in the direction it was read (older ones without
+// bounds or with only before, newer ones otherwise).
+func (p *Chats) Messages(ctx context.Context, actor, chatID uuid.UUID, before, after *int64, limit int) (queries.MessagePage, bool, error) {
+	limit = clampLimit(limit)
+	var sql string
+	args := []any{chatID, limit + 1}
+	descending := false
+	switch {
+	case before == nil && after == nil:
+		sql, descending = latestMessagesSQL, true
+	case after == nil:
+		sql, descending = beforeMessagesSQL, true
+		args = append(args, *before)
+	case before == nil:
+		sql = afterMessagesSQL
+		args = append(args, *after)
+	default:
+		sql = betweenMessagesSQL
+		args = append(args, *after, *before)
+	}
+	page := queries.MessagePage{Items: make([]queries.Message, 0, limit)}
+	var cur cursors
+	b := &pgx.Batch{}
+	b.Queue(membersSQL, chatID).Query(func(rows pgx.Rows) error {
+		var err error
+		cur, err = scanCursors(rows)
+		return err
+	})
+	b.Queue(sql, args...).Query(func(rows pgx.Rows) error {
+		var err error
+		page.Items, err = scanMessages(rows, page.Items)
+		return err
+	})
+	if err := p.pool.SendBatch(ctx, b).Close(); err != nil {
+		return queries.MessagePage{}, false, fmt.Errorf("read messages of chat %s: %w", chatID, err)
+	}
+	if !cur.has(actor) {
+		return queries.MessagePage{}, false, nil
+	}
+	if len(page.Items) > limit {
+		page.HasMore = true
+		page.Items = page.Items[:limit]
+	}
+	if descending {
+		slices.Reverse(page.Items)
+	}
+	for i := range page.Items {
+		m := &page.Items[i]
+		m.ReadByCount = cur.readBy(m.Seq, m.SenderID)
+	}
+	return page, true, nil
+}
+
+// Message reads one message of a chat by id, with its read_by_count. It does not check membership:
+// the caller did.
+func (p *Chats) Message(ctx context.Context, chatID, messageID uuid.UUID) (queries.Message, bool, error) {
+	m, _, ok, err := p.message(ctx, chatID, messageID)
+	return m, ok, err
+}
+
+// MessageFor reads one message of a chat by id for actor; false if actor is not a member or the
+// chat has no such message.
+func (p *Chats) MessageFor(ctx context.Context, actor, chatID, messageID uuid.UUID) (queries.Message, bool, error) {
+	m, cur, ok, err := p.message(ctx, chatID, messageID)
+	if err != nil || !ok || !cur.has(actor) {
+		return queries.Message{}, false, err
+	}
+	return m, true, nil
+}
+
+func (p *Chats) message(ctx context.Context, chatID, messageID uuid.UUID) (queries.Message, cursors, bool, error) {
+	var cur cursors
+	var found []queries.Message
+	b := &pgx.Batch{}
+	b.Queue(membersSQL, chatID).Query(func(rows pgx.Rows) error {
+		var err error
+		cur, err = scanCursors(rows)
+		return err
+	})
+	b.Queue(messageByIDSQL, chatID, messageID).Query(func(rows pgx.Rows) error {
+		var err error
+		found, err = scanMessages(rows, nil)
+		return err
+	})
+	if err := p.pool.SendBatch(ctx, b).Close(); err != nil {
+		return queries.Message{}, cur, false, fmt.Errorf("read message %s of chat %s: %w", messageID, chatID, err)
+	}
+	if len(found) == 0 {
+		return queries.Message{}, cur, false, nil
+	}
+	m := found[0]
+	m.ReadByCount = cur.readBy(m.Seq, m.SenderID)
+	return m, cur, true, nil
+}
+
+// scanMessages appends the rows of messageColumns to dst.
+func scanMessages(rows pgx.Rows, dst []queries.Message) ([]queries.Message, error) {
+	defer rows.Close()
+	for rows.Next() {
+		var m queries.Message
+		var client *string
+		if err := rows.Scan(&m.ID, &m.ChatID, &m.Seq, &m.SenderID, &m.Text, &client, &m.SentAt, &m.EditedAt, &m.Deleted); err != nil {
+			return dst, err
+		}
+		m.ClientMsgID = clientMsgID(client)
+		dst = append(dst, m)
+	}
+	return dst, rows.Err()
+}
+
+func clientMsgID(s *string) *string {
+	if s == nil || *s == "" {
+		return nil
+	}
+	v := *s
+	return &v
+}
+
+// cursors are a chat's members' read cursors.
+type cursors struct {
+	byUser map[uuid.UUID]int64
+	sorted []int64 // ascending
+}
+
+func scanCursors(rows pgx.Rows) (cursors, error) {
+	defer rows.Close()
+	c := cursors{byUser: map[uuid.UUID]int64{}}
+	for rows.Next() {
+		var id uuid.UUID
+		var seq int64
+		if err := rows.Scan(&id, &seq); err != nil {
+			return c, err
+		}
+		c.byUser[id] = seq
+		c.sorted = append(c.sorted, seq)
+	}
+	slices.Sort(c.sorted)
+	return c, rows.Err()
+}
+
+func cursorsOf(members []queries.ChatMember) cursors {
+	c := cursors{byUser: make(map[uuid.UUID]int64, len(members)), sorted: make([]int64, len(members))}
+	for i, m := range members {
+		c.byUser[m.UserID] = m.LastReadSeq
+		c.sorted[i] = m.LastReadSeq
+	}
+	slices.Sort(c.sorted)
+	return c
+}
+
+func (c cursors) has(user uuid.UUID) bool {
+	_, ok := c.byUser[user]
+	return ok
+}
+
+// readBy counts the members other than sender whose cursor reached seq.
+func (c cursors) readBy(seq int64, sender uuid.UUID) int64 {
+	i, _ := slices.BinarySearch(c.sorted, seq) // first cursor >= seq
+	n := int64(len(c.sorted) - i)
+	if s, ok := c.byUser[sender]; ok && s >= seq {
+		n--
+	}
+	return n
+}
+
+func clampLimit(limit int) int {
+	if limit <= 0 {
+		return queries.DefaultLimit
+	}
+	return min(limit, queries.MaxLimit)
+}
