@@ -29,6 +29,8 @@
 //	s, err := m.Rotate(c)                        // PUT /users/me/password, then:
 //	n, err := m.RevokeAllForUser(ctx, s.UserID, &s.PublicID)
 //	n, err := m.RevokeAllForUser(ctx, userID, nil)    // role change: the user logs in again
+//	m.OnInvalidate(hub.SessionsChanged)          // hear of every session deleted, here or elsewhere
+//	live, err := m.LiveSessions(ctx, publicIDs)  // which sessions are live (sockets' periodic check)
 //
 // Start always issues a new id and destroys the session the request came with (fixation defence), and
 // Rotate does the same while keeping the user, role and absolute expiry. Session state changes only
@@ -45,7 +47,9 @@
 // # WebSocket tokens
 //
 // [WSTokens] issues and parses the JWTs of POST /ws-tokens: HS256, iss "taki", aud "taki-ws", sub the
-// user id, a random jti, and at most 5 minutes of life.
+// user id, sid the public id of the session that asked for the token, a random jti, and at most 5
+// minutes of life. The socket a token opens lives no longer than its sid's session; a token without
+// sid is refused.
 //
 // Nothing here logs or puts into errors a password, a token or a cookie value.
 package auth

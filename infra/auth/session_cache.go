@@ -132,11 +132,52 @@ func (c *sessionCache) setEnabled(on bool) {
 	c.byUser = map[uuid.UUID]map[string]struct{}{}
 }
 
+// invalidationHooks are the functions registered with Manager.OnInvalidate.
+type invalidationHooks struct {
+	mu  sync.Mutex
+	fns []func(userID uuid.UUID)
+}
+
+func (h *invalidationHooks) add(fn func(userID uuid.UUID)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.fns = append(h.fns, fn)
+}
+
+// call runs every hook, outside the lock (a hook may register another).
+func (h *invalidationHooks) call(userID uuid.UUID) {
+	h.mu.Lock()
+	fns := h.fns
+	h.mu.Unlock()
+	for _, fn := range fns {
+		fn(userID)
+	}
+}
+
+// OnInvalidate registers fn to learn that userID's sessions changed: one or more of them were deleted
+// (logout, revocation, rotation, password or role change, a login replacing a session). It is called
+// after the delete committed, for deletes made by this instance and, while Run listens, for those
+// announced by every instance (this one's included: a local delete may reach fn twice). userID is
+// uuid.Nil when any user's sessions may have changed unseen: Run (re)connected its listener, and
+// notifications sent while it was down are lost.
+//
+// Expiry calls nothing: a session that times out is not deleted at that moment. Callers that must
+// notice it check the sessions' expiry themselves (LiveSessions).
+//
+// fn runs on the goroutine that deleted the session (a request's) or on the listener's: it must not
+// block, or it delays the request or every later invalidation. Hand the work to a goroutine of your own.
+func (m *Manager) OnInvalidate(fn func(userID uuid.UUID)) {
+	if fn != nil {
+		m.store.hooks.add(fn)
+	}
+}
+
 // invalidate drops userID's cached sessions here and announces it to the other instances. It runs
 // after the delete committed; a concurrent load that read the row before the delete sees the
 // generation change and does not cache it.
 func (st *pgStore) invalidate(ctx context.Context, userID uuid.UUID) {
 	st.cache.dropUser(userID)
+	st.hooks.call(userID)
 	if _, err := st.pool.Exec(context.WithoutCancel(ctx), `SELECT pg_notify($1, $2)`, sessionsChannel, userID.String()); err != nil {
 		// Other instances still stop trusting their copies within cacheMaxAge.
 		st.cfg.Logger.WarnContext(ctx, "could not announce session revocation", slog.String("err", err.Error()))
@@ -145,13 +186,19 @@ func (st *pgStore) invalidate(ctx context.Context, userID uuid.UUID) {
 
 // Run keeps the session cache coherent across instances: it listens for invalidations on its own
 // connection to databaseURL and enables the cache only while that connection is up. Without Run the
-// cache stays off and every request reads its session row.
+// cache stays off and every request reads its session row. It also passes every invalidation on to
+// the OnInvalidate hooks.
 func (m *Manager) Run(ctx context.Context, databaseURL string) {
 	postgres.Listen(ctx, databaseURL, sessionsChannel, postgres.Listener{
-		Connected: func() { m.store.cache.setEnabled(true) },
+		Connected: func() {
+			m.store.cache.setEnabled(true)
+			// Whatever was announced while the listener was down is lost.
+			m.store.hooks.call(uuid.Nil)
+		},
 		Notified: func(payload string) {
-			if id, err := uuid.Parse(payload); err == nil {
+			if id, err := uuid.Parse(payload); err == nil && id != uuid.Nil {
 				m.store.cache.dropUser(id)
+				m.store.hooks.call(id)
 			}
 		},
 		Lost: func(error) { m.store.cache.setEnabled(false) },

@@ -32,6 +32,7 @@ type pgStore struct {
 	// expired sessions.
 	lastPrune atomic.Int64
 	cache     *sessionCache
+	hooks     invalidationHooks
 }
 
 var _ sessions.Store = (*pgStore)(nil)

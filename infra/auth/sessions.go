@@ -307,6 +307,39 @@ func (m *Manager) PruneExpired(ctx context.Context) (int64, error) {
 	return tag.RowsAffected(), nil
 }
 
+// LiveSessions returns which of the sessions with the given public ids are live (exist and have not
+// expired), each with its user's id, in one query. WebSocket hubs use it to close the sockets of
+// sessions that ended; they batch the ids, so that one call stays a modest query.
+//
+// It only reads: an expired row is left to the pruning, and nothing here extends a session (a socket's
+// traffic does not keep its session alive).
+func (m *Manager) LiveSessions(ctx context.Context, publicIDs []uuid.UUID) (map[uuid.UUID]uuid.UUID, error) {
+	live := make(map[uuid.UUID]uuid.UUID, len(publicIDs))
+	if len(publicIDs) == 0 {
+		return live, nil
+	}
+	// idle_expires_at is never after absolute_expires_at (sessions_expiry_order), so it alone says
+	// whether the session expired.
+	rows, err := m.pool.Query(ctx, `
+		SELECT public_id, user_id FROM sessions
+		WHERE public_id = ANY($1) AND idle_expires_at > $2`, publicIDs, m.store.now())
+	if err != nil {
+		return nil, fmt.Errorf("check sessions: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id, user uuid.UUID
+		if err := rows.Scan(&id, &user); err != nil {
+			return nil, fmt.Errorf("check sessions: %w", err)
+		}
+		live[id] = user
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("check sessions: %w", err)
+	}
+	return live, nil
+}
+
 // CheckCSRF reports whether headerValue (X-CSRF-Token) is s's CSRF token. The comparison takes the
 // same time wherever the first differing byte is, so the token cannot be guessed byte by byte.
 func (m *Manager) CheckCSRF(s Session, headerValue string) bool {

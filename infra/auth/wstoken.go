@@ -70,21 +70,42 @@ func NewWSTokens(secret []byte, now func() time.Time, ttl time.Duration) (*WSTok
 	}, nil
 }
 
-// Issue returns a token identifying userID and the time it stops being accepted.
-func (t *WSTokens) Issue(userID uuid.UUID) (string, time.Time, error) {
+// WSIdentity is who a WebSocket token identifies: the user, and the session that asked for the token.
+// The socket lives no longer than that session (infra/ws closes it with 1008 when the session ends).
+type WSIdentity struct {
+	UserID    uuid.UUID
+	SessionID uuid.UUID // the issuing session's public id
+}
+
+// wsClaims are a token's claims: the registered ones and sid, the public id of the session that
+// issued the token (never the cookie value).
+type wsClaims struct {
+	jwt.RegisteredClaims
+	SessionID string `json:"sid"`
+}
+
+// Issue returns a token identifying userID, on behalf of the session sessionID (its public id), and
+// the time it stops being accepted.
+func (t *WSTokens) Issue(userID, sessionID uuid.UUID) (string, time.Time, error) {
 	if userID == uuid.Nil {
 		return "", time.Time{}, errors.New("issue ws token: user id is nil")
+	}
+	if sessionID == uuid.Nil {
+		return "", time.Time{}, errors.New("issue ws token: session id is nil")
 	}
 	// JWT times have whole seconds; truncating first makes the returned expiry equal the token's.
 	now := t.now().Truncate(time.Second)
 	exp := now.Add(t.ttl)
-	claims := jwt.RegisteredClaims{
-		Issuer:    WSTokenIssuer,
-		Subject:   userID.String(),
-		Audience:  jwt.ClaimStrings{WSTokenAudience},
-		IssuedAt:  jwt.NewNumericDate(now),
-		ExpiresAt: jwt.NewNumericDate(exp),
-		ID:        uuid.NewString(),
+	claims := wsClaims{
+		RegisteredClaims: jwt.RegisteredClaims{
+			Issuer:    WSTokenIssuer,
+			Subject:   userID.String(),
+			Audience:  jwt.ClaimStrings{WSTokenAudience},
+			IssuedAt:  jwt.NewNumericDate(now),
+			ExpiresAt: jwt.NewNumericDate(exp),
+			ID:        uuid.NewString(),
+		},
+		SessionID: sessionID.String(),
 	}
 	signed, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(t.secret)
 	if err != nil {
@@ -93,21 +114,34 @@ func (t *WSTokens) Issue(userID uuid.UUID) (string, time.Time, error) {
 	return signed, exp.UTC(), nil
 }
 
-// Parse returns the user a token identifies. It refuses (with an error wrapping ErrInvalidWSToken) a
-// token with another algorithm, signature, audience or issuer, one without expiry, an expired one, one
-// issued in the future, and one whose subject is not a user id.
-func (t *WSTokens) Parse(token string) (uuid.UUID, error) {
+// Parse returns the user and session a token identifies. It refuses (with an error wrapping
+// ErrInvalidWSToken) a token with another algorithm, signature, audience or issuer, one without expiry,
+// an expired one, one issued in the future, one whose subject is not a user id, and one whose sid is
+// missing or not a session id.
+//
+// A token without sid is refused although its signature is good: Issue always writes one, so such a
+// token predates sid (at most MaxWSTokenTTL old when sid came in) and would open a socket that no
+// session owns, which nothing could close when the session ends. Its client gets 401 and asks POST
+// /ws-tokens for a new one.
+func (t *WSTokens) Parse(token string) (WSIdentity, error) {
 	if len(token) > maxWSTokenLen {
-		return uuid.Nil, fmt.Errorf("%w: too long", ErrInvalidWSToken)
+		return WSIdentity{}, fmt.Errorf("%w: too long", ErrInvalidWSToken)
 	}
-	var claims jwt.RegisteredClaims
+	var claims wsClaims
 	_, err := t.parser.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) { return t.secret, nil })
 	if err != nil {
-		return uuid.Nil, fmt.Errorf("%w: %w", ErrInvalidWSToken, err)
+		return WSIdentity{}, fmt.Errorf("%w: %w", ErrInvalidWSToken, err)
 	}
-	id, err := uuid.Parse(claims.Subject)
-	if err != nil || id == uuid.Nil {
-		return uuid.Nil, fmt.Errorf("%w: subject is not a user id", ErrInvalidWSToken)
+	user, err := uuid.Parse(claims.Subject)
+	if err != nil || user == uuid.Nil {
+		return WSIdentity{}, fmt.Errorf("%w: subject is not a user id", ErrInvalidWSToken)
 	}
-	return id, nil
+	if claims.SessionID == "" {
+		return WSIdentity{}, fmt.Errorf("%w: no sid (a token issued before sockets were bound to sessions)", ErrInvalidWSToken)
+	}
+	sid, err := uuid.Parse(claims.SessionID)
+	if err != nil || sid == uuid.Nil {
+		return WSIdentity{}, fmt.Errorf("%w: sid is not a session id", ErrInvalidWSToken)
+	}
+	return WSIdentity{UserID: user, SessionID: sid}, nil
 }

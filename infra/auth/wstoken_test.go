@@ -33,23 +33,26 @@ func sign(t *testing.T, method jwt.SigningMethod, key any, claims jwt.Claims) st
 	return s
 }
 
-func validClaims(clock *testClock, sub uuid.UUID) jwt.RegisteredClaims {
+func validClaims(clock *testClock, sub uuid.UUID) wsClaims {
 	now := clock.Now()
-	return jwt.RegisteredClaims{
-		Issuer:    WSTokenIssuer,
-		Subject:   sub.String(),
-		Audience:  jwt.ClaimStrings{WSTokenAudience},
-		IssuedAt:  jwt.NewNumericDate(now),
-		ExpiresAt: jwt.NewNumericDate(now.Add(time.Minute)),
-		ID:        "jti",
+	return wsClaims{
+		RegisteredClaims: jwt.RegisteredClaims{
+			Issuer:    WSTokenIssuer,
+			Subject:   sub.String(),
+			Audience:  jwt.ClaimStrings{WSTokenAudience},
+			IssuedAt:  jwt.NewNumericDate(now),
+			ExpiresAt: jwt.NewNumericDate(now.Add(time.Minute)),
+			ID:        "jti",
+		},
+		SessionID: uuid.NewString(),
 	}
 }
 
 func TestWSTokenRoundTripAndClaims(t *testing.T) {
 	clock := newTestClock()
 	w := newTestWSTokens(t, clock)
-	user := uuid.New()
-	token, exp, err := w.Issue(user)
+	user, sid := uuid.New(), uuid.New()
+	token, exp, err := w.Issue(user, sid)
 	if err != nil {
 		t.Fatalf("Issue: %v", err)
 	}
@@ -57,11 +60,11 @@ func TestWSTokenRoundTripAndClaims(t *testing.T) {
 		t.Errorf("expires at %s, want %s", exp, want)
 	}
 	got, err := w.Parse(token)
-	if err != nil || got != user {
-		t.Fatalf("Parse = %s, %v; want %s", got, err, user)
+	if err != nil || got != (WSIdentity{UserID: user, SessionID: sid}) {
+		t.Fatalf("Parse = %+v, %v; want user %s, session %s", got, err, user, sid)
 	}
 
-	var claims jwt.RegisteredClaims
+	var claims wsClaims
 	parsed, _, err := jwt.NewParser().ParseUnverified(token, &claims)
 	if err != nil {
 		t.Fatalf("ParseUnverified: %v", err)
@@ -70,7 +73,7 @@ func TestWSTokenRoundTripAndClaims(t *testing.T) {
 		t.Errorf("alg %v, want HS256", alg)
 	}
 	if claims.Subject != user.String() || claims.Issuer != "taki" ||
-		len(claims.Audience) != 1 || claims.Audience[0] != "taki-ws" {
+		len(claims.Audience) != 1 || claims.Audience[0] != "taki-ws" || claims.SessionID != sid.String() {
 		t.Errorf("claims %+v", claims)
 	}
 	if claims.IssuedAt == nil || !claims.IssuedAt.Equal(clock.Now()) {
@@ -79,7 +82,7 @@ func TestWSTokenRoundTripAndClaims(t *testing.T) {
 	if claims.ExpiresAt == nil || !claims.ExpiresAt.Equal(exp) {
 		t.Errorf("exp %v, want %s", claims.ExpiresAt, exp)
 	}
-	other, _, err := w.Issue(user)
+	other, _, err := w.Issue(user, sid)
 	if err != nil {
 		t.Fatalf("Issue: %v", err)
 	}
@@ -95,7 +98,7 @@ func TestWSTokenRoundTripAndClaims(t *testing.T) {
 func TestWSTokenExpires(t *testing.T) {
 	clock := newTestClock()
 	w := newTestWSTokens(t, clock)
-	token, _, err := w.Issue(uuid.New())
+	token, _, err := w.Issue(uuid.New(), uuid.New())
 	if err != nil {
 		t.Fatalf("Issue: %v", err)
 	}
@@ -114,7 +117,7 @@ func TestWSTokenRefusesForgeries(t *testing.T) {
 	w := newTestWSTokens(t, clock)
 	user := uuid.New()
 	good := validClaims(clock, user)
-	with := func(f func(*jwt.RegisteredClaims)) jwt.RegisteredClaims {
+	with := func(f func(*wsClaims)) wsClaims {
 		c := good
 		f(&c)
 		return c
@@ -125,7 +128,7 @@ func TestWSTokenRefusesForgeries(t *testing.T) {
 	}
 	parts := strings.Split(valid, ".")
 	otherPayload := strings.Split(sign(t, jwt.SigningMethodHS256, testSecret(),
-		with(func(c *jwt.RegisteredClaims) { c.Subject = uuid.NewString() })), ".")[1]
+		with(func(c *wsClaims) { c.Subject = uuid.NewString() })), ".")[1]
 
 	cases := map[string]string{
 		"alg none": sign(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, good),
@@ -136,21 +139,33 @@ func TestWSTokenRefusesForgeries(t *testing.T) {
 		"payload swapped": parts[0] + "." + otherPayload + "." + parts[2],
 		"no signature":    parts[0] + "." + parts[1] + ".",
 		"wrong audience": sign(t, jwt.SigningMethodHS256, testSecret(),
-			with(func(c *jwt.RegisteredClaims) { c.Audience = jwt.ClaimStrings{"taki-api"} })),
+			with(func(c *wsClaims) { c.Audience = jwt.ClaimStrings{"taki-api"} })),
 		"no audience": sign(t, jwt.SigningMethodHS256, testSecret(),
-			with(func(c *jwt.RegisteredClaims) { c.Audience = nil })),
+			with(func(c *wsClaims) { c.Audience = nil })),
 		"wrong issuer": sign(t, jwt.SigningMethodHS256, testSecret(),
-			with(func(c *jwt.RegisteredClaims) { c.Issuer = "someone" })),
+			with(func(c *wsClaims) { c.Issuer = "someone" })),
 		"no expiry": sign(t, jwt.SigningMethodHS256, testSecret(),
-			with(func(c *jwt.RegisteredClaims) { c.ExpiresAt = nil })),
+			with(func(c *wsClaims) { c.ExpiresAt = nil })),
 		"expired": sign(t, jwt.SigningMethodHS256, testSecret(),
-			with(func(c *jwt.RegisteredClaims) { c.ExpiresAt = jwt.NewNumericDate(clock.Now().Add(-time.Second)) })),
+			with(func(c *wsClaims) { c.ExpiresAt = jwt.NewNumericDate(clock.Now().Add(-time.Second)) })),
 		"issued in the future": sign(t, jwt.SigningMethodHS256, testSecret(),
-			with(func(c *jwt.RegisteredClaims) { c.IssuedAt = jwt.NewNumericDate(clock.Now().Add(time.Minute)) })),
+			with(func(c *wsClaims) { c.IssuedAt = jwt.NewNumericDate(clock.Now().Add(time.Minute)) })),
 		"subject not a uuid": sign(t, jwt.SigningMethodHS256, testSecret(),
-			with(func(c *jwt.RegisteredClaims) { c.Subject = "admin" })),
+			with(func(c *wsClaims) { c.Subject = "admin" })),
 		"nil subject": sign(t, jwt.SigningMethodHS256, testSecret(),
-			with(func(c *jwt.RegisteredClaims) { c.Subject = uuid.Nil.String() })),
+			with(func(c *wsClaims) { c.Subject = uuid.Nil.String() })),
+		// Issue always writes sid; a token without one predates it and may not open a socket that no
+		// session owns.
+		"no sid": sign(t, jwt.SigningMethodHS256, testSecret(), good.RegisteredClaims),
+		"empty sid": sign(t, jwt.SigningMethodHS256, testSecret(),
+			with(func(c *wsClaims) { c.SessionID = "" })),
+		"sid not a uuid": sign(t, jwt.SigningMethodHS256, testSecret(),
+			with(func(c *wsClaims) { c.SessionID = "current" })),
+		"nil sid": sign(t, jwt.SigningMethodHS256, testSecret(),
+			with(func(c *wsClaims) { c.SessionID = uuid.Nil.String() })),
+		"sid not a string": sign(t, jwt.SigningMethodHS256, testSecret(), jwt.MapClaims{
+			"iss": WSTokenIssuer, "sub": user.String(), "aud": WSTokenAudience, "jti": "jti", "sid": 42,
+			"iat": clock.Now().Unix(), "exp": clock.Now().Add(time.Minute).Unix()}),
 		"empty":    "",
 		"garbage":  "not.a.jwt",
 		"too long": valid + strings.Repeat("A", maxWSTokenLen),
@@ -158,8 +173,8 @@ func TestWSTokenRefusesForgeries(t *testing.T) {
 	for name, token := range cases {
 		t.Run(name, func(t *testing.T) {
 			id, err := w.Parse(token)
-			if !errors.Is(err, ErrInvalidWSToken) || id != uuid.Nil {
-				t.Fatalf("Parse = %s, %v; want uuid.Nil and ErrInvalidWSToken", id, err)
+			if !errors.Is(err, ErrInvalidWSToken) || id != (WSIdentity{}) {
+				t.Fatalf("Parse = %+v, %v; want no identity and ErrInvalidWSToken", id, err)
 			}
 			t.Logf("refused: %v", err)
 		})
@@ -201,11 +216,14 @@ func TestNewWSTokensRefusesBadInput(t *testing.T) {
 	if err != nil {
 		t.Fatalf("NewWSTokens(1m): %v", err)
 	}
-	if _, exp, err := w.Issue(uuid.New()); err != nil || !exp.Equal(clock.Now().Add(time.Minute)) {
+	if _, exp, err := w.Issue(uuid.New(), uuid.New()); err != nil || !exp.Equal(clock.Now().Add(time.Minute)) {
 		t.Errorf("Issue with 1m ttl: expires %s, %v", exp, err)
 	}
-	if _, _, err := w.Issue(uuid.Nil); err == nil {
+	if _, _, err := w.Issue(uuid.Nil, uuid.New()); err == nil {
 		t.Error("issued a token for uuid.Nil")
+	}
+	if _, _, err := w.Issue(uuid.New(), uuid.Nil); err == nil {
+		t.Error("issued a token without a session")
 	}
 }
 
@@ -216,7 +234,7 @@ func TestWSTokensCopyTheSecret(t *testing.T) {
 	if err != nil {
 		t.Fatalf("NewWSTokens: %v", err)
 	}
-	token, _, err := w.Issue(uuid.New())
+	token, _, err := w.Issue(uuid.New(), uuid.New())
 	if err != nil {
 		t.Fatalf("Issue: %v", err)
 	}

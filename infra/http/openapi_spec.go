@@ -392,7 +392,7 @@ func schemas() map[string]*Schema {
 	})
 	sessionList := object(map[string]*Schema{"items": array(ref("SessionInfo"))})
 	wsToken := object(map[string]*Schema{
-		"token":      described(str(), "JWT (HS256, aud taki-ws), valid at most 5 minutes"),
+		"token":      described(str(), "JWT (HS256, aud taki-ws, sid the public id of the session that asked for it), valid at most 5 minutes; the socket it opens is closed (1008) when that session ends"),
 		"expires_at": timestamp(),
 	})
 

@@ -113,7 +113,9 @@ func (a *api) getUser(c *gin.Context) {
 }
 
 func (a *api) issueWSToken(c *gin.Context) {
-	token, exp, err := a.WSTokens.Issue(session(c).UserID)
+	// The token names the session that asked for it: the socket it opens ends with that session.
+	s := session(c)
+	token, exp, err := a.WSTokens.Issue(s.UserID, s.PublicID)
 	if err != nil {
 		WriteError(c, err)
 		return

@@ -140,4 +140,3 @@ func releaseAdvisoryLock(conn *pgxpool.Conn, key int64) {
 	}
 	conn.Release()
 }
-

@@ -165,6 +165,8 @@ func wire(cfg config.Config, logger *slog.Logger, pool *pgxpool.Pool, opts Optio
 		_ = hub.Close(context.Background())
 		return nil, err
 	}
+	// A session's end (here, or announced by another instance) closes its sockets on this instance.
+	sessions.OnInvalidate(hub.SessionsChanged)
 	if err := registerChats(b, aggregates, chatsProjection, projector, rt.Typing(), cfg.ConsistencyWait, opts.Now); err != nil {
 		_ = hub.Close(context.Background())
 		return nil, err

@@ -1,6 +1,7 @@
 package ws
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -36,19 +37,28 @@ const (
 	DefaultSendBuffer = 256
 	// DefaultHandshakeTimeout bounds the write of the 101 answer.
 	DefaultHandshakeTimeout = 10 * time.Second
+	// DefaultSessionCheckInterval is how often every socket's session is checked for expiry (and for
+	// an end whose notification was lost). A session's end announced through Hub.SessionsChanged
+	// closes its sockets at once; an expiry, within this long.
+	DefaultSessionCheckInterval = time.Minute
 
 	pongMargin = 10 * time.Second
 )
 
-// TokenParser checks a ?token= credential; *auth.WSTokens is the production one.
+// TokenParser checks a ?token= credential and returns the user and the session it stands for;
+// *auth.WSTokens is the production one.
 type TokenParser interface {
-	Parse(token string) (uuid.UUID, error)
+	Parse(token string) (auth.WSIdentity, error)
 }
 
-// SessionReader returns the request's cookie session; *auth.Manager is the production one, and its
-// Middleware must run before the handler.
+// SessionReader returns the request's cookie session and tells which sessions are still live;
+// *auth.Manager is the production one, and its Middleware must run before the handler.
 type SessionReader interface {
 	Current(c *gin.Context) (auth.Session, bool)
+	// LiveSessions returns, of the sessions with the given public ids, those that exist and have
+	// not expired, each with its user's id. One call is one query: the hub calls it once per batch of
+	// ids, never per socket.
+	LiveSessions(ctx context.Context, publicIDs []uuid.UUID) (map[uuid.UUID]uuid.UUID, error)
 }
 
 // Config configures a Hub. Zero tunables get the defaults above; every dependency is required.
@@ -81,6 +91,11 @@ type Config struct {
 	WriteWait        time.Duration
 	SendBuffer       int
 	HandshakeTimeout time.Duration
+	// SessionCheckInterval is how often the sessions of every socket are checked, to close (1008) the
+	// sockets of sessions that expired or ended unannounced (default DefaultSessionCheckInterval;
+	// tests shorten it). A socket's own traffic does not extend its session: a client that only uses
+	// the socket for 30 minutes is logged out like one that does nothing.
+	SessionCheckInterval time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -100,6 +115,9 @@ func (c *Config) setDefaults() {
 	if c.HandshakeTimeout == 0 {
 		c.HandshakeTimeout = DefaultHandshakeTimeout
 	}
+	if c.SessionCheckInterval == 0 {
+		c.SessionCheckInterval = DefaultSessionCheckInterval
+	}
 	if c.Recovery != nil {
 		r := *c.Recovery // the caller's stays as it was
 		r.setDefaults()
@@ -117,7 +135,7 @@ func (c Config) validate() error {
 			errs = append(errs, err)
 		}
 	}
-	if c.PingPeriod < 0 || c.WriteWait < 0 || c.HandshakeTimeout < 0 {
+	if c.PingPeriod < 0 || c.WriteWait < 0 || c.HandshakeTimeout < 0 || c.SessionCheckInterval < 0 {
 		errs = append(errs, errors.New("durations must be positive"))
 	}
 	// A pong answers the ping after one round trip; a deadline no longer than the ping period would

@@ -21,10 +21,19 @@
 //   - recovery (?since=, RecoveryConfig): a reconnecting socket first gets the events after its
 //     position read from the log, then the live ones, with no gap and no duplicate at the seam (see
 //     eventStream); a position too old to serve gets resync_required;
-//   - typing notices relayed to other members' sockets on every instance (TypingRelay), never stored.
+//   - typing notices relayed to other members' sockets on every instance (TypingRelay), never stored;
+//   - sockets bound to sessions (sessions.go): a socket remembers the session that authorised it (the
+//     cookie's, or the token's sid: the session that asked POST /ws-tokens for it). The handshake
+//     refuses (401) a session that has ended; when a session ends later (logout, revocation, password
+//     or role change: auth.Manager.OnInvalidate, wired to SessionsChanged, on every instance through
+//     NOTIFY) or expires (found by a check of every socket each SessionCheckInterval, one query per
+//     1000 sessions), its sockets are closed with 1008 (policy violation, CloseSessionEnded) and the
+//     reason "session ended: log in again". A password change re-issues the current session under a
+//     new id: its sockets close too, and the client reconnects with its new cookie or a new token. A
+//     socket's own traffic does not extend its session.
 //
 // Metrics: taki_ws_sockets, taki_ws_frames_sent_total, taki_ws_slow_closes_total,
-// taki_ws_dropped_total and the fan-out's taki_ws_fanout_events_total, taki_ws_fanout_frames_total
+// taki_ws_dropped_total, taki_ws_session_closes_total and the fan-out's taki_ws_fanout_events_total, taki_ws_fanout_frames_total
 // and taki_ws_fanout_lag_seconds.
 //
 // Publishers encode a frame once (EncodeFrame) and call SendToUsers (or SendEvent, for frames of log

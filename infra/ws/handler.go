@@ -57,7 +57,7 @@ func (h *Hub) Handle(c *gin.Context) {
 		h.cfg.BadRequest(c, "GET /ws opens a WebSocket: send a WebSocket handshake (Connection: Upgrade, Upgrade: websocket)")
 		return
 	}
-	userID, via, err := h.identify(c)
+	userID, sessionID, via, err := h.identify(c)
 	if err != nil {
 		h.cfg.WriteError(c, err)
 		return
@@ -67,6 +67,11 @@ func (h *Hub) Handle(c *gin.Context) {
 		h.cfg.BadRequest(c, err.Error())
 		return
 	}
+	checkedAt, err := h.checkHandshakeSession(c.Request.Context(), userID, sessionID)
+	if err != nil {
+		h.cfg.WriteError(c, err)
+		return
+	}
 	// The user id goes into the request's context for the access log and the socket's logs.
 	base := logging.WithUserID(c.Request.Context(), userID.String())
 	r := c.Request.WithContext(context.WithValue(base, handshakeKey{}, c))
@@ -74,7 +79,8 @@ func (h *Hub) Handle(c *gin.Context) {
 	c.Request = r
 
 	ctx, cancel := context.WithCancel(context.WithoutCancel(base))
-	client := &Client{hub: h, userID: userID, via: via, ctx: ctx, cancel: cancel, since: since}
+	client := &Client{hub: h, userID: userID, sessionID: sessionID, checkedAt: checkedAt, via: via, ctx: ctx,
+		cancel: cancel, since: since}
 	if since != nil {
 		client.room = make(chan struct{}, 1)
 	}
@@ -113,8 +119,8 @@ func shuttingDown() error {
 }
 
 // identify returns who opens the socket, following API.md: ?token=, else the session cookie when the
-// request's Origin is allowed.
-func (h *Hub) identify(c *gin.Context) (userID uuid.UUID, via string, err error) {
+// request's Origin is allowed; and the session that authorises it (the token's sid, or the cookie's).
+func (h *Hub) identify(c *gin.Context) (userID, sessionID uuid.UUID, via string, err error) {
 	r := c.Request
 	if tokens, ok := r.URL.Query()["token"]; ok {
 		// Any Origin is accepted with a token. API.md states the Origin rule for the cookie, and
@@ -123,35 +129,35 @@ func (h *Hub) identify(c *gin.Context) (userID uuid.UUID, via string, err error)
 		// cookie and the CSRF token. A page that holds one is trusted by the user who fetched it,
 		// and non-browser clients, which send no Origin, can connect too.
 		if len(tokens) != 1 {
-			return userID, "", commands.Unauthenticated("send one token")
+			return userID, sessionID, "", commands.Unauthenticated("send one token")
 		}
 		id, err := h.cfg.Tokens.Parse(tokens[0])
 		if err != nil {
 			// The error names what was wrong with the token, never the token.
 			h.log.DebugContext(r.Context(), "websocket token refused", slog.String("error", err.Error()))
-			return userID, "", commands.Unauthenticated(
+			return userID, sessionID, "", commands.Unauthenticated(
 				"the token is invalid or expired; get a new one from POST /api/v1/ws-tokens")
 		}
-		return id, "token", nil
+		return id.UserID, id.SessionID, "token", nil
 	}
 	origin, sent, allowed := h.checkOrigin(r)
 	if sent && !allowed {
-		return userID, "", commands.Forbidden(fmt.Sprintf("origin %q may not open a socket with the session cookie",
+		return userID, sessionID, "", commands.Forbidden(fmt.Sprintf("origin %q may not open a socket with the session cookie",
 			truncate(origin, 256)))
 	}
 	s, ok := h.cfg.Sessions.Current(c)
 	if !ok {
-		return userID, "", commands.Unauthenticated(
+		return userID, sessionID, "", commands.Unauthenticated(
 			"log in, or pass ?token= with a token from POST /api/v1/ws-tokens")
 	}
 	if !sent {
 		// Browsers always send Origin on a WebSocket handshake. Without one the request is from a
 		// program that holds the cookie; API.md admits the cookie only with a listed Origin, and
 		// such a program can use a token instead.
-		return userID, "", commands.Forbidden(
+		return userID, sessionID, "", commands.Forbidden(
 			"the session cookie is accepted only with an allowed Origin; other clients pass ?token=")
 	}
-	return s.UserID, "cookie", nil
+	return s.UserID, s.PublicID, "cookie", nil
 }
 
 // checkOrigin reports the request's Origin, whether it sent one, and whether it is allowed. Several

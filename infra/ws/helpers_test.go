@@ -35,21 +35,97 @@ const (
 	ioWait = 10 * time.Second
 )
 
-// cookieSessions stands in for auth.Manager: the cookie's value names a user.
-type cookieSessions struct {
-	mu    sync.Mutex
-	users map[string]uuid.UUID
+// testSessions stands in for auth.Manager: a cookie's value names a session, and a session is live
+// until end. It records LiveSessions calls, and can fail or hold them.
+type testSessions struct {
+	mu      sync.Mutex
+	cookies map[string]uuid.UUID // cookie value → session
+	live    map[uuid.UUID]uuid.UUID
+	// calls has the ids of every LiveSessions call, in order.
+	calls [][]uuid.UUID
+	// fail, when set, is LiveSessions' answer.
+	fail error
+	// hold, when set, makes LiveSessions wait until it is closed (or ctx ends); held gets a signal
+	// when a call starts waiting.
+	hold chan struct{}
+	held chan struct{}
+	// after, when set, runs once a LiveSessions call has its answer, before it returns, outside the
+	// lock: what it does comes after the answer was read.
+	after func(ids []uuid.UUID)
 }
 
-func (s *cookieSessions) Current(c *gin.Context) (auth.Session, bool) {
+func newTestSessions() *testSessions {
+	return &testSessions{cookies: map[string]uuid.UUID{}, live: map[uuid.UUID]uuid.UUID{}}
+}
+
+func (s *testSessions) Current(c *gin.Context) (auth.Session, bool) {
 	v, err := c.Cookie(auth.CookieName)
 	if err != nil {
 		return auth.Session{}, false
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	id, ok := s.users[v]
-	return auth.Session{UserID: id}, ok
+	sid, ok := s.cookies[v]
+	if !ok {
+		return auth.Session{}, false
+	}
+	user, ok := s.live[sid]
+	return auth.Session{PublicID: sid, UserID: user}, ok
+}
+
+func (s *testSessions) LiveSessions(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]uuid.UUID, error) {
+	s.mu.Lock()
+	s.calls = append(s.calls, append([]uuid.UUID(nil), ids...))
+	hold, held, fail, after := s.hold, s.held, s.fail, s.after
+	s.mu.Unlock()
+	if hold != nil {
+		if held != nil {
+			held <- struct{}{}
+		}
+		select {
+		case <-hold:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	if fail != nil {
+		return nil, fail
+	}
+	s.mu.Lock()
+	live := map[uuid.UUID]uuid.UUID{}
+	for _, id := range ids {
+		if user, ok := s.live[id]; ok {
+			live[id] = user
+		}
+	}
+	s.mu.Unlock()
+	if after != nil {
+		after(ids)
+	}
+	return live, nil
+}
+
+// start begins a live session of user and returns its public id.
+func (s *testSessions) start(user uuid.UUID) uuid.UUID {
+	sid := uuid.New()
+	s.mu.Lock()
+	s.live[sid] = user
+	s.mu.Unlock()
+	return sid
+}
+
+// end ends a session, without telling the hub.
+func (s *testSessions) end(sid uuid.UUID) {
+	s.mu.Lock()
+	delete(s.live, sid)
+	s.mu.Unlock()
+}
+
+// callCount returns how many LiveSessions calls there were.
+func (s *testSessions) callCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.calls)
 }
 
 // writeProblem stands in for infra/http's writers (which this package cannot import in its own
@@ -71,7 +147,7 @@ type env struct {
 	srv      *httptest.Server
 	reg      *prometheus.Registry
 	tokens   *auth.WSTokens
-	sessions *cookieSessions
+	sessions *testSessions
 	// changed gets a signal after every change of the hub's index.
 	changed chan struct{}
 }
@@ -84,7 +160,7 @@ func newEnv(t *testing.T, edit func(*Config), tweak ...func(*Hub)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, reg: prometheus.NewRegistry(), tokens: tokens, sessions: &cookieSessions{users: map[string]uuid.UUID{}},
+	e := &env{t: t, reg: prometheus.NewRegistry(), tokens: tokens, sessions: newTestSessions(),
 		changed: make(chan struct{}, 1)}
 	cfg := Config{
 		AllowedOrigins: []string{testOrigin},
@@ -127,24 +203,34 @@ func newEnv(t *testing.T, edit func(*Config), tweak ...func(*Hub)) *env {
 	return e
 }
 
-// token returns a fresh ?token= credential for a new user.
+// token returns a fresh ?token= credential for a new user, of a new live session.
 func (e *env) token() (uuid.UUID, string) {
 	id := uuid.New()
-	tok, _, err := e.tokens.Issue(id)
+	return id, e.tokenOf(id, e.sessions.start(id))
+}
+
+// tokenOf returns a ?token= credential for user, issued by session sid.
+func (e *env) tokenOf(user, sid uuid.UUID) string {
+	tok, _, err := e.tokens.Issue(user, sid)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	return id, tok
+	return tok
 }
 
-// cookie returns a session cookie value for a new user.
+// cookie returns a session cookie value for a new user, of a new live session.
 func (e *env) cookie() (uuid.UUID, string) {
 	id := uuid.New()
-	v := "cookie-" + id.String()
+	return id, e.cookieOf(e.sessions.start(id))
+}
+
+// cookieOf returns a cookie value naming session sid.
+func (e *env) cookieOf(sid uuid.UUID) string {
+	v := "cookie-" + uuid.NewString()
 	e.sessions.mu.Lock()
-	e.sessions.users[v] = id
+	e.sessions.cookies[v] = sid
 	e.sessions.mu.Unlock()
-	return id, v
+	return v
 }
 
 func (e *env) url(query string) string {

@@ -74,6 +74,20 @@ type Hub struct {
 	recoveries    sync.WaitGroup
 	recoverySlots chan struct{}
 
+	// Session checks (sessions.go): invalidations counts SessionsChanged calls, so that a handshake
+	// can tell whether one came between its session check and its socket's indexing. The users whose
+	// sockets await a check are in checkUsers (or checkAll), guarded by checkMu; checkWake wakes the
+	// checker goroutine, which stopChecks ends and which closes checksDone when it returns.
+	invalidations atomic.Uint64
+	checkMu       sync.Mutex
+	checkUsers    map[uuid.UUID]struct{}
+	checkAll      bool
+	checkWake     chan struct{}
+	stopChecks    context.CancelFunc
+	checksDone    chan struct{}
+	// checkBatch is how many session ids one LiveSessions call gets at most.
+	checkBatch int
+
 	// testHookIndexChanged, when set (tests only), runs after every change of the index.
 	testHookIndexChanged func()
 }
@@ -83,9 +97,14 @@ type Client struct {
 	hub     *Hub
 	session *melody.Session
 	userID  uuid.UUID
-	via     string
-	ctx     context.Context
-	cancel  context.CancelFunc
+	// sessionID is the public id of the session that authorised the socket: the cookie's, or the one
+	// that asked for the token. The socket is closed (1008) once that session ends.
+	sessionID uuid.UUID
+	// checkedAt is the hub's invalidation count before the handshake checked the session.
+	checkedAt uint64
+	via       string
+	ctx       context.Context
+	cancel    context.CancelFunc
 
 	// pending counts this socket's text frames that are queued or being written. Send keeps it below
 	// SendBuffer, so melody's queue always has a free slot for the close frame: melody drops a frame
@@ -105,10 +124,11 @@ type Client struct {
 }
 
 type metrics struct {
-	sockets    prometheus.Gauge
-	framesSent prometheus.Counter
-	slowCloses prometheus.Counter
-	dropped    prometheus.Counter
+	sockets       prometheus.Gauge
+	framesSent    prometheus.Counter
+	slowCloses    prometheus.Counter
+	dropped       prometheus.Counter
+	sessionCloses prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (metrics, error) {
@@ -123,8 +143,11 @@ func newMetrics(reg prometheus.Registerer) (metrics, error) {
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "taki_ws_dropped_total",
 			Help: "Frames not queued because their socket was closed or being closed; the client recovers them with ?since=."}),
+		sessionCloses: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "taki_ws_session_closes_total",
+			Help: "WebSockets closed (1008) because the session that opened them ended or expired."}),
 	}
-	all := []prometheus.Collector{m.sockets, m.framesSent, m.slowCloses, m.dropped}
+	all := []prometheus.Collector{m.sockets, m.framesSent, m.slowCloses, m.dropped, m.sessionCloses}
 	for i, c := range all {
 		if err := reg.Register(c); err != nil {
 			// Leave the registry as it was, so that a caller may retry or build something else.
@@ -137,7 +160,8 @@ func newMetrics(reg prometheus.Registerer) (metrics, error) {
 	return m, nil
 }
 
-// NewHub returns a Hub ready to serve Handle. It starts melody's goroutine: release it with Close.
+// NewHub returns a Hub ready to serve Handle. It starts melody's goroutine and the session checker:
+// release them with Close.
 func NewHub(cfg Config) (*Hub, error) {
 	cfg.setDefaults()
 	if err := cfg.validate(); err != nil {
@@ -165,6 +189,10 @@ func NewHub(cfg Config) (*Hub, error) {
 		maxPending: int64(cfg.SendBuffer - 1), // the last slot is the close frame's
 		drained:    make(chan struct{}),
 		users:      make(map[uuid.UUID]map[*melody.Session]*Client),
+		checkUsers: make(map[uuid.UUID]struct{}),
+		checkWake:  make(chan struct{}, 1),
+		checksDone: make(chan struct{}),
+		checkBatch: sessionCheckBatch,
 	}
 	if cfg.Recovery != nil {
 		h.recoverySlots = make(chan struct{}, cfg.Recovery.MaxConcurrent)
@@ -185,6 +213,9 @@ func NewHub(cfg Config) (*Hub, error) {
 	m.HandleSentMessage(h.sent)
 	m.HandleError(h.socketError)
 	h.m = m
+	checks, stop := context.WithCancel(context.Background())
+	h.stopChecks = stop
+	go h.runSessionChecks(checks)
 	return h, nil
 }
 
@@ -267,6 +298,8 @@ func (h *Hub) Sockets() int {
 // they are gone it stops melody. It is safe to call again, e.g. after a ctx that ended too early.
 func (h *Hub) Close(ctx context.Context) error {
 	h.closeOnce.Do(func() {
+		// Every socket is closed below: checking their sessions is pointless from now on.
+		h.stopChecks()
 		h.mu.Lock()
 		h.closed = true
 		h.mu.Unlock()
@@ -301,6 +334,11 @@ func (h *Hub) Close(ctx context.Context) error {
 	go func() { h.recoveries.Wait(); close(recovered) }()
 	select {
 	case <-recovered:
+	case <-ctx.Done():
+		return fmt.Errorf("close websockets: recoveries still running: %w", ctx.Err())
+	}
+	select {
+	case <-h.checksDone:
 		h.stopOnce.Do(func() {
 			if err := h.m.Close(); err != nil && !errors.Is(err, melody.ErrClosed) {
 				h.log.Warn("stop melody", slog.String("error", err.Error()))
@@ -308,7 +346,7 @@ func (h *Hub) Close(ctx context.Context) error {
 		})
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("close websockets: recoveries still running: %w", ctx.Err())
+		return fmt.Errorf("close websockets: session check still running: %w", ctx.Err())
 	}
 }
 
@@ -411,6 +449,11 @@ func (h *Hub) connect(s *melody.Session) {
 	set[s] = c
 	h.sockets++
 	h.mu.Unlock()
+	// A session that ended after the handshake checked it, but whose invalidation looked for the
+	// user's sockets before this one was indexed, is caught here: the count moved since the check.
+	if h.invalidations.Load() != c.checkedAt {
+		h.queueCheck(c.userID)
+	}
 	h.metrics.sockets.Inc()
 	h.indexChanged()
 	h.log.DebugContext(c.ctx, "websocket open", slog.String("via", c.via))

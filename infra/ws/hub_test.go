@@ -64,7 +64,7 @@ func TestRefusedHandshakes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	old, _, err := expired.Issue(uuid.New())
+	old, _, err := expired.Issue(uuid.New(), uuid.New())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func TestRefusedHandshakes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	forged, _, err := other.Issue(uuid.New())
+	forged, _, err := other.Issue(uuid.New(), uuid.New())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -529,7 +529,7 @@ func TestNewHubRefusesBadConfig(t *testing.T) {
 	t.Parallel()
 	tokens, _ := auth.NewWSTokens([]byte(testSecret), time.Now, 0)
 	good := func() Config {
-		return Config{Tokens: tokens, Sessions: &cookieSessions{}, Logger: logging.Discard(),
+		return Config{Tokens: tokens, Sessions: newTestSessions(), Logger: logging.Discard(),
 			Registry: prometheus.NewRegistry(), WriteError: writeProblem, BadRequest: writeBadRequest}
 	}
 	noop := func(context.Context, *Client, ClientFrame) error { return nil }
@@ -547,6 +547,7 @@ func TestNewHubRefusesBadConfig(t *testing.T) {
 		"nil handler":      func(c *Config) { c.Handlers = map[string]FrameHandler{"x": nil} },
 		"bad frame type":   func(c *Config) { c.Handlers = map[string]FrameHandler{"X Y": noop} },
 		"builtin type":     func(c *Config) { c.Handlers = map[string]FrameHandler{TypePing: noop} },
+		"negative checks":  func(c *Config) { c.SessionCheckInterval = -time.Second },
 	}
 	for name, edit := range cases {
 		cfg := good()

@@ -354,7 +354,9 @@ func TestChatsBadInput(t *testing.T) {
 	acctWantProblem(t, post(map[string]any{"type": "direct", "member_id": "bob"}), http.StatusBadRequest, "")
 
 	d := chatCreateDirect(t, ann, b.ID, http.StatusCreated)
-	send := func(body any) testserver.Response { return ann.Do(http.MethodPost, "/api/v1/chats/"+d.ID+"/messages", body) }
+	send := func(body any) testserver.Response {
+		return ann.Do(http.MethodPost, "/api/v1/chats/"+d.ID+"/messages", body)
+	}
 	acctWantFields(t, send(map[string]any{"text": "", "client_msg_id": "x"}), "text")
 	acctWantFields(t, send(map[string]any{"text": "   \n", "client_msg_id": "x"}), "text")
 	acctWantFields(t, send(map[string]any{"text": strings.Repeat("é", 4001), "client_msg_id": "x"}), "text")

@@ -59,6 +59,12 @@ func Start(t testing.TB, databaseURL string, opts ...Option) *Server {
 		"TAKI_DATABASE_URL": databaseURL,
 		"TAKI_SECRET":       Secret,
 		"TAKI_HTTP_ADDR":    "127.0.0.1:0",
+		// Readers wait for their token as long as it takes to be applied, up to this bound. Any
+		// transaction of the cluster holds back what every database's consumers may see (the xid8
+		// rule that keeps them from skipping late commits), and test packages run side by side on
+		// one cluster, some holding transactions open on purpose: a 2 s bound would make their
+		// neighbours flaky. Tests of the bound itself set their own.
+		"TAKI_CONSISTENCY_WAIT": "10s",
 	}
 	cfg, err := config.Load(func(k string) string { return env[k] })
 	if err != nil {
