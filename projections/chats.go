@@ -48,8 +48,8 @@ func (*Chats) Apply(b *pgx.Batch, e events.Envelope) error {
 		b.Queue(`WITH c AS (
 				INSERT INTO chats (id, type, title, created_at, last_seq, last_activity_at)
 				VALUES ($1, $2, $3, $4, 0, $4) ON CONFLICT (id) DO NOTHING RETURNING id)
-			INSERT INTO chat_members (chat_id, user_id, role, last_read_seq, unread_count, last_activity_at)
-			SELECT c.id, m.user_id, m.role, 0, 0, $4
+			INSERT INTO chat_members (chat_id, user_id, role, last_read_seq, unread_count)
+			SELECT c.id, m.user_id, m.role, 0, 0
 			FROM c, unnest($5::uuid[], $6::text[]) AS m (user_id, role)
 			ON CONFLICT (chat_id, user_id) DO NOTHING`,
 			ev.ChatID, ev.Type, ev.Title, ev.CreatedAt, ids, roles)
@@ -58,27 +58,27 @@ func (*Chats) Apply(b *pgx.Batch, e events.Envelope) error {
 	case events.ChatMemberAdded:
 		// Unread is what the newcomer's cursor leaves unread: normally nothing, the cursor starts at the
 		// chat's last seq.
-		b.Queue(`INSERT INTO chat_members (chat_id, user_id, role, last_read_seq, unread_count, last_activity_at)
+		b.Queue(`INSERT INTO chat_members (chat_id, user_id, role, last_read_seq, unread_count)
 			SELECT c.id, $2, $3, $4,
 				(SELECT count(*) FROM chat_messages x
-					WHERE x.chat_id = c.id AND x.seq > $4 AND x.sender_id <> $2 AND NOT x.deleted),
-				c.last_activity_at
+					WHERE x.chat_id = c.id AND x.seq > $4 AND x.sender_id <> $2 AND NOT x.deleted)
 			FROM chats c WHERE c.id = $1
 			ON CONFLICT (chat_id, user_id) DO NOTHING`,
 			ev.ChatID, ev.UserID, ev.Role, ev.LastReadSeq)
 	case events.ChatMemberRemoved:
 		b.Queue(`DELETE FROM chat_members WHERE chat_id = $1 AND user_id = $2`, ev.ChatID, ev.UserID)
 	case events.MessageSent:
-		// The last_seq guard makes a second application a no-op for the chat and its members.
+		// The last_seq guard makes a second application a no-op for the chat and its members. Only the
+		// other members' unread counts change (no indexed column: HOT updates), so a message costs one
+		// index-maintaining write, its own row, whatever the chat's size.
 		b.Queue(`WITH msg AS (
 				INSERT INTO chat_messages (chat_id, seq, id, sender_id, text, client_msg_id, sent_at)
 				VALUES ($1, $2, $3, $4, $5, NULLIF($6, ''), $7) ON CONFLICT DO NOTHING),
 			c AS (
 				UPDATE chats SET last_seq = $2, last_activity_at = GREATEST(last_activity_at, $7)
-				WHERE id = $1 AND last_seq < $2 RETURNING last_activity_at)
-			UPDATE chat_members m SET last_activity_at = c.last_activity_at,
-				unread_count = m.unread_count + (m.user_id <> $4 AND m.last_read_seq < $2)::int
-			FROM c WHERE m.chat_id = $1`,
+				WHERE id = $1 AND last_seq < $2 RETURNING id)
+			UPDATE chat_members m SET unread_count = m.unread_count + 1
+			FROM c WHERE m.chat_id = c.id AND m.user_id <> $4 AND m.last_read_seq < $2`,
 			ev.ChatID, ev.Seq, ev.MessageID, ev.SenderID, ev.Text, ev.ClientMsgID, ev.SentAt)
 	case events.MessageEdited:
 		b.Queue(`UPDATE chat_messages SET text = $3, edited_at = $4
@@ -118,15 +118,22 @@ const (
 // chatSQL reads one chat (by id) with its members and last message.
 const chatSQL = `SELECT ` + chatColumns + ` FROM chats c` + chatJoins + ` WHERE c.id = $1`
 
-// listChatsSQL reads the first page of a user's chats, most recent activity first: a backward range
-// scan of chat_members_by_user. listChatsAfterSQL reads the page after a (last_activity_at, chat_id).
+// listChatsSQL reads the first page of a user's chats, most recent activity first; listChatsAfterSQL
+// the page after a (last_activity_at, chat_id). The user's memberships come from chat_members_by_user
+// and are ordered by their chats' activity: a page costs the same whatever its number, in proportion
+// to the user's count of chats. Keeping the activity on every member row instead would let one index
+// range answer, but would cost every message an indexed write per member (a thousand for a group of a
+// thousand).
 const (
 	listChatsSQL      = listChatsHead + listChatsTail
-	listChatsAfterSQL = listChatsHead + ` AND (last_activity_at, chat_id) < ($3, $4)` + listChatsTail
-	listChatsHead     = `WITH page AS (
-			SELECT chat_id, last_activity_at FROM chat_members WHERE user_id = $1`
+	listChatsAfterSQL = listChatsHead + ` AND (c0.last_activity_at, c0.id) < ($3, $4)` + listChatsTail
+	// OFFSET 0 keeps the planner from turning the per-membership key lookup into a scan of all chats.
+	listChatsHead = `WITH page AS (
+			SELECT c0.id AS chat_id, c0.last_activity_at FROM chat_members m0
+			CROSS JOIN LATERAL (SELECT id, last_activity_at FROM chats WHERE id = m0.chat_id OFFSET 0) c0
+			WHERE m0.user_id = $1`
 	listChatsTail = `
-			ORDER BY last_activity_at DESC, chat_id DESC LIMIT $2)
+			ORDER BY c0.last_activity_at DESC, c0.id DESC LIMIT $2)
 		SELECT p.last_activity_at, ` + chatColumns + `
 		FROM page p JOIN chats c ON c.id = p.chat_id` + chatJoins + `
 		ORDER BY p.last_activity_at DESC, p.chat_id DESC`

@@ -128,13 +128,34 @@ func migrationStatus(t *testing.T, out string) map[string]string {
 
 func publicTables(t *testing.T, databaseURL string) int {
 	t.Helper()
+	var n int
+	queryOne(t, databaseURL, `SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'goose_db_version'`, &n)
+	return n
+}
+
+// schemaOf describes the public schema (tables, their columns, indexes and storage options) without
+// goose's own table, so that two states of the schema compare equal exactly when a migration and its
+// down left nothing behind.
+func schemaOf(t *testing.T, databaseURL string) string {
+	t.Helper()
+	var s string
+	queryOne(t, databaseURL, `SELECT concat_ws(E'\n',
+		(SELECT string_agg(table_name || '.' || column_name || ' ' || data_type, E'\n' ORDER BY table_name, column_name)
+			FROM information_schema.columns WHERE table_schema = 'public' AND table_name <> 'goose_db_version'),
+		(SELECT string_agg(indexdef, E'\n' ORDER BY indexdef) FROM pg_indexes
+			WHERE schemaname = 'public' AND tablename <> 'goose_db_version'),
+		(SELECT string_agg(relname || ' ' || array_to_string(reloptions, ','), E'\n' ORDER BY relname) FROM pg_class
+			WHERE relnamespace = 'public'::regnamespace AND reloptions IS NOT NULL))`, &s)
+	return s
+}
+
+func queryOne(t *testing.T, databaseURL, sql string, dst any) {
+	t.Helper()
 	pool := pgtest.NewPool(t, databaseURL)
 	defer pool.Close()
-	var n int
-	if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'goose_db_version'`).Scan(&n); err != nil {
+	if err := pool.QueryRow(context.Background(), sql).Scan(dst); err != nil {
 		t.Fatal(err)
 	}
-	return n
 }
 
 func TestMigrateUpStatusDownUp(t *testing.T) {
@@ -156,6 +177,7 @@ func TestMigrateUpStatusDownUp(t *testing.T) {
 		t.Fatalf("migrate up applied %v, want %v", applied, files)
 	}
 	tables := publicTables(t, db)
+	schema := schemaOf(t, db)
 	if tables == 0 {
 		t.Fatal("migrate up created no table")
 	}
@@ -184,16 +206,16 @@ func TestMigrateUpStatusDownUp(t *testing.T) {
 			t.Errorf("after down, status of %s: %q, want %s", f, st[f], want)
 		}
 	}
-	if n := publicTables(t, db); n >= tables {
-		t.Errorf("after down %d tables, before %d: the migration's tables are still there", n, tables)
+	if schemaOf(t, db) == schema {
+		t.Errorf("after down of %s the schema is unchanged", last)
 	}
 
 	out = mustTaki(t, "migrate", "up")
 	if f := strings.Fields(out); len(f) < 2 || f[0] != "applied" || f[1] != last || strings.Count(out, "\n") != 1 {
 		t.Errorf("second up printed %q, want only %s applied", out, last)
 	}
-	if n := publicTables(t, db); n != tables {
-		t.Errorf("after up again %d tables, want %d", n, tables)
+	if got := schemaOf(t, db); got != schema {
+		t.Errorf("after up again the schema differs from the first up:\n%s\nwant\n%s", got, schema)
 	}
 	if out := mustTaki(t, "migrate", "up"); strings.TrimSpace(out) != "no pending migrations" {
 		t.Errorf("up with nothing to do printed %q", out)

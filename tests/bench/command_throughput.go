@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -73,10 +72,18 @@ func runCommandThroughput(ctx context.Context, env *Env) (Result, error) {
 		return Result{}, err
 	}
 
-	return Result{Figures: []Figure{
+	return Result{Figures: againstCommits(taki, base, "req/s", "server CPU per request",
+		ms(cpuAfter-cpuBefore)/float64(max(acked, 1)))}, nil
+}
+
+// againstCommits is a load phase's figures beside the raw INSERT commits baseline: throughput (target
+// 0.6x, DESIGN.md), p50 and p99 latency, and the server's CPU per operation over the whole phase
+// (warm-up included) and every operation answered in it.
+func againstCommits(taki, base LoadStats, unit, cpuName string, cpuPerOp float64) []Figure {
+	return []Figure{
 		{
 			Name:     "throughput",
-			Measured: Measure{taki.Rate(), "req/s"},
+			Measured: Measure{taki.Rate(), unit},
 			Baseline: &Measure{base.Rate(), "commits/s"},
 			Target:   Target{Kind: RatioAtLeast, Value: 0.6},
 		},
@@ -90,12 +97,8 @@ func runCommandThroughput(ctx context.Context, env *Env) (Result, error) {
 			Measured: Measure{ms(taki.Latencies.Percentile(0.99)), "ms"},
 			Baseline: &Measure{ms(base.Latencies.Percentile(0.99)), "ms"},
 		},
-		{
-			// Over the whole load phase (warm-up included) and every request answered in it.
-			Name:     "server CPU per request",
-			Measured: Measure{ms(cpuAfter-cpuBefore) / float64(max(acked, 1)), "ms"},
-		},
-	}}, nil
+		{Name: cpuName, Measured: Measure{cpuPerOp, "ms"}},
+	}
 }
 
 // insertBaseline runs phase with one pgx connection per worker, each inserting event-like rows into a
@@ -189,7 +192,7 @@ func logInUsers(ctx context.Context, client *http.Client, baseURL string, n int)
 func registerAndLogIn(ctx context.Context, client *http.Client, baseURL, email, password, name string) (*session, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	const usersPath, sessionsPath = "/api/v1/users", "/api/v1/sessions"
+	const usersPath = "/api/v1/users"
 	r, err := doJSON(ctx, client, http.MethodPost, baseURL+usersPath,
 		mustJSON(map[string]string{"email": email, "password": password, "display_name": name}), nil)
 	if err != nil {
@@ -198,26 +201,7 @@ func registerAndLogIn(ctx context.Context, client *http.Client, baseURL, email, 
 	if r.Status != http.StatusCreated {
 		return nil, unexpected(http.MethodPost, usersPath, r)
 	}
-	r, err = doJSON(ctx, client, http.MethodPost, baseURL+sessionsPath,
-		mustJSON(map[string]string{"email": email, "password": password}), nil)
-	if err != nil {
-		return nil, fmt.Errorf("POST %s: %w", sessionsPath, err)
-	}
-	if r.Status != http.StatusOK {
-		return nil, unexpected(http.MethodPost, sessionsPath, r)
-	}
-	var body struct {
-		CSRFToken string `json:"csrf_token"`
-	}
-	if err := json.Unmarshal(r.Body, &body); err != nil || body.CSRFToken == "" {
-		return nil, fmt.Errorf("POST %s: no csrf_token in %s", sessionsPath, r.Body)
-	}
-	s := &session{csrf: body.CSRFToken}
-	s.takeCookie(r.Cookies)
-	if s.cookie == nil {
-		return nil, fmt.Errorf("POST %s: answer set no %s cookie", sessionsPath, sessionCookie)
-	}
-	return s, nil
+	return logIn(ctx, client, baseURL, email, password)
 }
 
 // takeCookie keeps the session cookie if the answer set a new one (a server may re-issue it).

@@ -28,8 +28,21 @@ type Config struct {
 	Warmup   time.Duration
 	Clients  int
 	Events   int
-	// CatchUpTimeout bounds how long projection-catch-up waits for the server to finish.
+	// CatchUpTimeout bounds how long projection-catch-up waits for the server to finish, and how long
+	// the chat benchmarks wait for a projection to apply what they wrote to the log.
 	CatchUpTimeout time.Duration
+	// LongChatMessages is how many messages send-long-chat sends into its long chat before measuring.
+	LongChatMessages int
+	// FanoutMembers, FanoutMessages and FanoutInterval shape the fanout benchmark.
+	FanoutMembers  int
+	FanoutMessages int
+	FanoutInterval time.Duration
+	// HistoryMessages is the size of the history benchmark's chat; HistoryRequests its measured pages.
+	HistoryMessages int
+	HistoryRequests int
+	// IdleSockets is how many sockets idle-sockets opens, IdleSocketsPerUser of them per user.
+	IdleSockets        int
+	IdleSocketsPerUser int
 	// Log receives progress lines (stderr), never the report.
 	Log io.Writer
 }

@@ -34,10 +34,19 @@ func benchmarks() []Benchmark {
 	return []Benchmark{
 		commandThroughput(),
 		projectionCatchUp(),
+		sendMessageBench(),
+		sendLongChat(),
+		fanout(),
+		history(),
+		idleSockets(),
 	}
 }
 
 func main() {
+	if os.Getenv(echoServerEnv) != "" {
+		// The idle-sockets baseline: this binary, re-executed as a plain WebSocket server.
+		os.Exit(runEchoServer(os.Stdout))
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -57,6 +66,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.Clients, "clients", 32, "concurrent clients (HTTP) and connections (baseline)")
 	fs.IntVar(&cfg.Events, "events", 200_000, "events written to the log for projection-catch-up")
 	fs.DurationVar(&cfg.CatchUpTimeout, "catchup-timeout", 10*time.Minute, "give up on projection catch-up after this long")
+	fs.IntVar(&cfg.LongChatMessages, "long-chat-messages", 100_000, "messages sent into the long chat of send-long-chat before measuring")
+	fs.IntVar(&cfg.FanoutMembers, "fanout-members", 1000, "members of the fanout group, each with one open WebSocket")
+	fs.IntVar(&cfg.FanoutMessages, "fanout-messages", 200, "messages sent one at a time into the fanout group (measured)")
+	fs.DurationVar(&cfg.FanoutInterval, "fanout-interval", 100*time.Millisecond, "fanout: at most one message per this interval")
+	fs.IntVar(&cfg.HistoryMessages, "history-messages", 1_000_000, "messages of the history chat")
+	fs.IntVar(&cfg.HistoryRequests, "history-requests", 2000, "history: measured page requests (and as many baseline requests)")
+	fs.IntVar(&cfg.IdleSockets, "idle-sockets", 10_000, "idle WebSockets opened by idle-sockets")
+	fs.IntVar(&cfg.IdleSocketsPerUser, "idle-sockets-per-user", 1, "idle-sockets: sockets per user (users = sockets / this)")
 	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
 		return 0
 	} else if err != nil {
@@ -204,6 +221,30 @@ func validateConfig(c Config) error {
 	}
 	if c.CatchUpTimeout <= 0 {
 		errs = append(errs, errors.New("-catchup-timeout must be positive"))
+	}
+	if c.LongChatMessages < 0 || c.LongChatMessages > 100_000_000 {
+		errs = append(errs, errors.New("-long-chat-messages must be between 0 and 100000000"))
+	}
+	if c.FanoutMembers < 2 || c.FanoutMembers > 100_000 {
+		errs = append(errs, errors.New("-fanout-members must be between 2 and 100000"))
+	}
+	if c.FanoutMessages < 1 || c.FanoutMessages > 1_000_000 {
+		errs = append(errs, errors.New("-fanout-messages must be between 1 and 1000000"))
+	}
+	if c.FanoutInterval <= 0 {
+		errs = append(errs, errors.New("-fanout-interval must be positive"))
+	}
+	if c.HistoryMessages < historyPage || c.HistoryMessages > 100_000_000 {
+		errs = append(errs, fmt.Errorf("-history-messages must be between %d and 100000000", historyPage))
+	}
+	if c.HistoryRequests < 1 || c.HistoryRequests > 10_000_000 {
+		errs = append(errs, errors.New("-history-requests must be between 1 and 10000000"))
+	}
+	if c.IdleSockets < 1 || c.IdleSockets > 1_000_000 {
+		errs = append(errs, errors.New("-idle-sockets must be between 1 and 1000000"))
+	}
+	if c.IdleSocketsPerUser < 1 {
+		errs = append(errs, errors.New("-idle-sockets-per-user must be at least 1"))
 	}
 	return errors.Join(errs...)
 }

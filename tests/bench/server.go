@@ -37,6 +37,12 @@ const (
 
 // StartServer starts `taki serve` on the Env's database. Close stops it.
 func (e *Env) StartServer(ctx context.Context) (*Server, error) {
+	return e.StartServerWith(ctx)
+}
+
+// StartServerWith is StartServer with extra KEY=value settings for the child's environment (they
+// override the harness's own environment).
+func (e *Env) StartServerWith(ctx context.Context, extra ...string) (*Server, error) {
 	addr, err := freeLoopbackAddr()
 	if err != nil {
 		return nil, err
@@ -44,7 +50,7 @@ func (e *Env) StartServer(ctx context.Context) (*Server, error) {
 	// Not CommandContext: on Ctrl-C the server gets SIGTERM from Stop and a chance to shut down
 	// cleanly, not an immediate SIGKILL.
 	cmd := exec.Command(e.Binary, "serve")
-	cmd.Env = e.ChildEnv("TAKI_HTTP_ADDR="+addr, "TAKI_LOG_LEVEL=warn")
+	cmd.Env = e.ChildEnv(append([]string{"TAKI_HTTP_ADDR=" + addr, "TAKI_LOG_LEVEL=warn"}, extra...)...)
 	// Its own process group keeps the terminal's Ctrl-C away from it (the harness stops it in order,
 	// then drops the database); Pdeathsig kills it if the harness itself dies without cleaning up.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
