@@ -43,6 +43,7 @@ func newRoot() *cobra.Command {
 		newMigrateCmd(env),
 		newUsersCmd(env),
 		newProjectionsCmd(env),
+		newSandboxCmd(env),
 	)
 	return root
 }

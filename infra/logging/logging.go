@@ -88,6 +88,19 @@ func WithUserID(ctx context.Context, id string) context.Context {
 // UserID returns the acting user's id of ctx, or "".
 func UserID(ctx context.Context) string { return str(ctx, userIDKey) }
 
+// Detach returns a context that carries ctx's request, correlation, causation and user ids and
+// nothing else of it: neither its cancellation nor its other values. Work that outlives a request
+// (a WebSocket) logs with the request's ids without keeping the request's objects alive.
+func Detach(ctx context.Context) context.Context {
+	out := context.Background()
+	for _, k := range []ctxKey{requestIDKey, correlationIDKey, causationIDKey, userIDKey} {
+		if v := str(ctx, k); v != "" {
+			out = context.WithValue(out, k, v)
+		}
+	}
+	return out
+}
+
 func str(ctx context.Context, k ctxKey) string {
 	if ctx == nil {
 		return ""

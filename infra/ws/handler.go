@@ -28,8 +28,9 @@ type handshakeKey struct{}
 func (h *Hub) upgrader() *websocket.Upgrader {
 	return &websocket.Upgrader{
 		HandshakeTimeout: h.cfg.HandshakeTimeout,
-		// 0 reuses the 4 KiB reader the HTTP server already allocated for the connection.
-		ReadBufferSize: 0,
+		// Each socket keeps its read buffer for life; 1 KiB holds most client frames (larger ones
+		// are read in more calls), where reusing the HTTP server's 4 KiB reader would keep that.
+		ReadBufferSize: 1 << 10,
 		// Write buffers come from a pool and go back after each frame, so an idle socket holds none.
 		WriteBufferSize: 4 << 10,
 		WriteBufferPool: &sync.Pool{},
@@ -78,17 +79,19 @@ func (h *Hub) Handle(c *gin.Context) {
 	redactToken(r)
 	c.Request = r
 
-	ctx, cancel := context.WithCancel(context.WithoutCancel(base))
+	// The socket's context keeps the request's ids for its logs, not the request: the socket
+	// outlives it, and with it everything its context holds.
+	ctx, cancel := context.WithCancel(logging.Detach(base))
 	client := &Client{hub: h, userID: userID, sessionID: sessionID, checkedAt: checkedAt, via: via, ctx: ctx,
-		cancel: cancel, since: since}
+		cancel: cancel, since: since, connected: make(chan struct{})}
 	if since != nil {
 		client.room = make(chan struct{}, 1)
 	}
-	defer cancel()
 
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
+		cancel()
 		h.cfg.WriteError(c, shuttingDown())
 		return
 	}
@@ -98,10 +101,22 @@ func (h *Hub) Handle(c *gin.Context) {
 	// gin only records this status (for the access log and metrics); a failed handshake's problem
 	// replaces it, and after a successful one the connection is no longer gin's to write.
 	c.Status(http.StatusSwitchingProtocols)
-	// The identity is passed in at registration: melody's Session.Set after the fact would race
-	// with frames already flowing.
-	err = h.m.HandleRequestWithKeys(c.Writer, r, map[string]any{clientKey: client})
-	if err != nil {
+	// melody serves the socket on the goroutine that calls it, for the socket's whole life. That is
+	// not this one: the HTTP server's goroutine would keep its deep stack, its connection buffers and
+	// the request's objects for as long as the socket is open. This one waits until the socket is
+	// upgraded and registered (or failed to be), answers a failure, and returns.
+	failed := make(chan error, 1)
+	go func() {
+		defer cancel()
+		// The identity is passed in at registration: melody's Session.Set after the fact would race
+		// with frames already flowing.
+		if err := h.m.HandleRequestWithKeys(c.Writer, r, map[string]any{clientKey: client}); err != nil {
+			failed <- err
+		}
+	}()
+	select {
+	case <-client.connected:
+	case err := <-failed:
 		// Neither upgraded nor registered, so connect did not run.
 		h.upgrading.Done()
 		if errors.Is(err, melody.ErrClosed) {

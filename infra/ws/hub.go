@@ -97,6 +97,8 @@ type Client struct {
 	hub     *Hub
 	session *melody.Session
 	userID  uuid.UUID
+	// connected is closed once connect registered the socket: its handshake is over.
+	connected chan struct{}
 	// sessionID is the public id of the session that authorised the socket: the cookie's, or the one
 	// that asked for the token. The socket is closed (1008) once that session ends.
 	sessionID uuid.UUID
@@ -431,6 +433,10 @@ func (h *Hub) connect(s *melody.Session) {
 	defer h.upgrading.Done()
 	c := clientOf(s)
 	c.session = s
+	// melody keeps the handshake request for the socket's life, and with it the request's context
+	// (the HTTP layer's per-request state). Nothing reads it after the handshake; melody set it on
+	// this goroutine, before calling connect, and never reads it itself.
+	s.Request = nil
 	if err := c.SendFrame(ServerFrame{Type: TypeHello, Data: helloData{UserID: c.userID}}); err != nil {
 		h.log.DebugContext(c.ctx, "websocket hello not sent", slog.String("error", err.Error()))
 	}
@@ -457,6 +463,7 @@ func (h *Hub) connect(s *melody.Session) {
 	h.metrics.sockets.Inc()
 	h.indexChanged()
 	h.log.DebugContext(c.ctx, "websocket open", slog.String("via", c.via))
+	close(c.connected)
 }
 
 type helloData struct {
