@@ -26,6 +26,7 @@ func NewRegistry() *Registry {
 	r := &Registry{types: map[string]*entry{}}
 	registerUsers(r)
 	registerChats(r)
+	registerPayments(r)
 	return r
 }
 

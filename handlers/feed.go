@@ -2,10 +2,10 @@ package handlers
 
 import (
 	"cmp"
-	"container/list"
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"sync"
@@ -18,7 +18,8 @@ import (
 )
 
 // The feed's domain rule (API.md, "Real time"): a user gets the events of the chats it belongs to, on
-// every socket; a frame carries the message or the chat as that user sees it.
+// every socket; a frame carries the message or the chat as that user sees it. A payment's events go
+// to its owner only, each as a payment.updated frame carrying the payment.
 
 // FeedFrame is one frame an event makes and the users who get it. The transport adds the event's
 // type and position; Data is the frame's "data".
@@ -85,9 +86,10 @@ type Feed struct {
 	cfg  FeedConfig
 	only uuid.UUID // uuid.Nil: every user
 
-	mu      sync.Mutex
-	entries map[uuid.UUID]*list.Element
-	lru     *list.List // of *feedChat; front: most recently used
+	mu         sync.Mutex
+	chatStates *lru[uuid.UUID, feedChat]
+	// The payments' states, bounded by the same CacheSize.
+	paymentStates *lru[uuid.UUID, feedPaymentEntry]
 }
 
 type feedChat struct {
@@ -110,7 +112,7 @@ func NewFeed(cfg FeedConfig) (*Feed, error) {
 	if cfg.CacheSize < 1 || cfg.ChatWait < 0 {
 		return nil, errors.New("new feed: cache size and chat wait must be positive")
 	}
-	return &Feed{cfg: cfg, entries: map[uuid.UUID]*list.Element{}, lru: list.New()}, nil
+	return newFeed(cfg, uuid.Nil), nil
 }
 
 // ForUser returns a fresh feed with the same dependencies whose frames go to user only, holding up to
@@ -121,7 +123,7 @@ func (f *Feed) ForUser(user uuid.UUID, cacheSize int) *Feed {
 		cfg.CacheSize = cacheSize
 	}
 	cfg.Present = nil
-	return &Feed{cfg: cfg, only: user, entries: map[uuid.UUID]*list.Element{}, lru: list.New()}
+	return newFeed(cfg, user)
 }
 
 // Frames returns the frames env makes, each with its recipients; none for events no user is pushed.
@@ -130,8 +132,9 @@ func (f *Feed) Frames(ctx context.Context, env events.Envelope) ([]FeedFrame, er
 	case events.ChatCreated, events.ChatRenamed, events.ChatMemberAdded, events.ChatMemberRemoved,
 		events.MessageSent, events.MessageEdited, events.MessageDeleted, events.ChatRead:
 		return f.chatFrames(ctx, env)
-	// payment.updated comes with the payments issue: its event goes here, to the payment's owner
-	// only (API.md: "its own payments").
+	case events.PaymentRequested, events.PaymentPending, events.PaymentCompleted, events.PaymentFailed,
+		events.RefundRequested, events.RefundCompleted, events.RefundFailed:
+		return f.paymentFrames(ctx, env)
 	default:
 		return nil, nil
 	}
@@ -282,31 +285,21 @@ func (f *Feed) Members(ctx context.Context, chatID uuid.UUID) ([]uuid.UUID, erro
 	return out, nil
 }
 
+func newFeed(cfg FeedConfig, only uuid.UUID) *Feed {
+	return &Feed{cfg: cfg, only: only, chatStates: newLRU[uuid.UUID, feedChat](cfg.CacheSize),
+		paymentStates: newLRU[uuid.UUID, feedPaymentEntry](cfg.CacheSize)}
+}
+
 func (f *Feed) get(id uuid.UUID) (feedChat, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	el, ok := f.entries[id]
-	if !ok {
-		return feedChat{}, false
-	}
-	f.lru.MoveToFront(el)
-	return *el.Value.(*feedChat), true
+	return f.chatStates.get(id)
 }
 
 func (f *Feed) put(id uuid.UUID, version int64, state chat) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if el, ok := f.entries[id]; ok {
-		*el.Value.(*feedChat) = feedChat{id: id, version: version, state: state}
-		f.lru.MoveToFront(el)
-		return
-	}
-	f.entries[id] = f.lru.PushFront(&feedChat{id: id, version: version, state: state})
-	for f.lru.Len() > f.cfg.CacheSize {
-		last := f.lru.Back()
-		f.lru.Remove(last)
-		delete(f.entries, last.Value.(*feedChat).id)
-	}
+	f.chatStates.put(id, feedChat{id: id, version: version, state: state})
 }
 
 // loadUntil folds stream id up to maxVersion: from a snapshot no newer than that, else from the start.
@@ -338,4 +331,178 @@ func feedOptional(s string) *string {
 		return nil
 	}
 	return &s
+}
+
+// PaymentUpdatedFrame is the type of every frame a payment or refund event makes (API.md, "Real
+// time"): its data is the payment object, and only the payment's owner gets it.
+const PaymentUpdatedFrame = "payment.updated"
+
+// feedPaymentSnapshots is a snapshot schema version no payment snapshot has: the feed folds payment
+// streams (a handful of events each) from their start with its own fold, not the write model's.
+const feedPaymentSnapshots = -1
+
+// feedPayment is a payment as the feed folds it, by the payments projection's rules, so that a
+// payment.updated frame shows what GET /payments/{id} shows once the read model applied its event.
+type feedPayment struct {
+	owner uuid.UUID // uuid.Nil before the payment's request
+	view  queries.Payment
+	// refunds are the payment's refunds by id: their amount, and whether they are still pending.
+	refunds map[uuid.UUID]feedRefund
+}
+
+type feedRefund struct {
+	amount  int64
+	pending bool
+}
+
+type feedPaymentEntry struct {
+	id      uuid.UUID
+	version int64
+	state   feedPayment
+}
+
+// feedEventTime is t, or the envelope's time when the event carries none, as the read model stores
+// it (microseconds, UTC).
+func feedEventTime(t time.Time, env events.Envelope) time.Time {
+	if t.IsZero() {
+		t = env.OccurredAt
+	}
+	return t.UTC().Truncate(time.Microsecond)
+}
+
+// evolveFeedPayment applies env to p as projections.Payments applies it: an outcome only moves a
+// pending payment, a refund's outcome counts once, and updated_at is the time of the last event that
+// changed the payment. p's refunds map is copied before it changes (states are shared with the cache).
+func evolveFeedPayment(p feedPayment, env events.Envelope) feedPayment {
+	exists := p.owner != uuid.Nil
+	pending := exists && p.view.Status == queries.PaymentPending
+	provider := func(id string) {
+		if id != "" {
+			p.view.ProviderPaymentID = &id
+		}
+	}
+	switch ev := env.Data.(type) {
+	case events.PaymentRequested:
+		if exists {
+			return p
+		}
+		t := feedEventTime(ev.RequestedAt, env)
+		p = feedPayment{owner: ev.UserID, view: queries.Payment{
+			ID: ev.PaymentID, Status: queries.PaymentPending, AmountMinor: ev.AmountMinor, Currency: ev.Currency,
+			Description: ev.Description, CreatedAt: t, UpdatedAt: t,
+		}}
+	case events.PaymentPending:
+		if pending {
+			provider(ev.ProviderPaymentID)
+			p.view.UpdatedAt = feedEventTime(ev.At, env)
+		}
+	case events.PaymentCompleted:
+		if pending {
+			p.view.Status = queries.PaymentCompleted
+			provider(ev.ProviderPaymentID)
+			p.view.UpdatedAt = feedEventTime(ev.At, env)
+		}
+	case events.PaymentFailed:
+		if pending {
+			p.view.Status = queries.PaymentFailed
+			p.view.FailureCode = feedOptional(ev.FailureCode)
+			provider(ev.ProviderPaymentID)
+			p.view.UpdatedAt = feedEventTime(ev.At, env)
+		}
+	case events.RefundRequested:
+		if _, seen := p.refunds[ev.RefundID]; seen || !exists {
+			return p
+		}
+		p.refunds = maps.Clone(p.refunds)
+		if p.refunds == nil {
+			p.refunds = map[uuid.UUID]feedRefund{}
+		}
+		p.refunds[ev.RefundID] = feedRefund{amount: ev.AmountMinor, pending: true}
+		p.view.UpdatedAt = feedEventTime(ev.RequestedAt, env)
+	case events.RefundCompleted:
+		r, ok := p.refunds[ev.RefundID]
+		if !ok || !r.pending {
+			return p
+		}
+		p.refunds = maps.Clone(p.refunds)
+		p.refunds[ev.RefundID] = feedRefund{amount: r.amount}
+		switch p.view.Status {
+		case queries.PaymentCompleted, queries.PaymentPartiallyRefunded, queries.PaymentRefunded:
+			p.view.RefundedMinor += r.amount
+			switch {
+			case p.view.RefundedMinor >= p.view.AmountMinor:
+				p.view.Status = queries.PaymentRefunded
+			case p.view.RefundedMinor > 0:
+				p.view.Status = queries.PaymentPartiallyRefunded
+			}
+			p.view.UpdatedAt = feedEventTime(ev.At, env)
+		}
+	case events.RefundFailed:
+		r, ok := p.refunds[ev.RefundID]
+		if !ok || !r.pending {
+			return p
+		}
+		p.refunds = maps.Clone(p.refunds)
+		p.refunds[ev.RefundID] = feedRefund{amount: r.amount}
+		p.view.UpdatedAt = feedEventTime(ev.At, env)
+	}
+	return p
+}
+
+// paymentFrames builds the payment.updated frame of a payment or refund event: the payment as it
+// stands after the event, folded here (no read-model wait holds up the fan-out), to its owner only.
+func (f *Feed) paymentFrames(ctx context.Context, env events.Envelope) ([]FeedFrame, error) {
+	after, err := f.foldPayment(ctx, env)
+	if err != nil {
+		return nil, err
+	}
+	owner := after.owner
+	switch {
+	case owner == uuid.Nil:
+		return nil, nil
+	case f.only != uuid.Nil && f.only != owner:
+		return nil, nil
+	case f.only == uuid.Nil && f.cfg.Present != nil && !f.cfg.Present(owner):
+		return nil, nil
+	}
+	return []FeedFrame{{Type: PaymentUpdatedFrame, Data: after.view, To: []uuid.UUID{owner}}}, nil
+}
+
+// foldPayment returns the payment's state after env and keeps it.
+func (f *Feed) foldPayment(ctx context.Context, env events.Envelope) (feedPayment, error) {
+	id := env.StreamID
+	var before feedPayment
+	cached, ok := f.getPayment(id)
+	if ok && cached.version == env.Version-1 {
+		before = cached.state
+	} else if env.Version > 1 {
+		// First seen, evicted, or a gap: fold the stream up to the version just before.
+		stream, err := f.cfg.Log.LoadUntil(ctx, id, feedPaymentSnapshots, env.Version-1)
+		if err != nil {
+			return before, fmt.Errorf("load payment %s at version %d: %w", id, env.Version-1, err)
+		}
+		version := int64(0)
+		for _, e := range stream.Events {
+			before = evolveFeedPayment(before, e)
+			version = e.Version
+		}
+		if version != env.Version-1 {
+			return before, fmt.Errorf("payment %s: event version %d follows version %d in the log", id, env.Version, version)
+		}
+	}
+	after := evolveFeedPayment(before, env)
+	f.putPayment(id, env.Version, after)
+	return after, nil
+}
+
+func (f *Feed) getPayment(id uuid.UUID) (feedPaymentEntry, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.paymentStates.get(id)
+}
+
+func (f *Feed) putPayment(id uuid.UUID, version int64, state feedPayment) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.paymentStates.put(id, feedPaymentEntry{id: id, version: version, state: state})
 }

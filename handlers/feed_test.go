@@ -3,6 +3,7 @@ package handlers
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"slices"
 	"sync"
 	"testing"
@@ -382,5 +383,170 @@ func TestFeedPresentLimitsFrames(t *testing.T) {
 	fs, err := e.feed.ForUser(e.a, 0).Frames(context.Background(), e.log.streams[e.chatID][0])
 	if err != nil || len(fs) != 1 || !sameUsers(fs[0].To, []uuid.UUID{e.a}) {
 		t.Fatalf("one-user feed: %+v, %v", fs, err)
+	}
+}
+
+// paymentFeed is a feed over a memLog with a Present filter the test controls.
+func paymentFeed(t *testing.T, log *memLog, cacheSize int, present map[uuid.UUID]bool) *Feed {
+	t.Helper()
+	cfg := FeedConfig{Log: log, Chats: &memChats{log: log}, CacheSize: cacheSize}
+	if present != nil {
+		cfg.Present = func(id uuid.UUID) bool { return present[id] }
+	}
+	f, err := NewFeed(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// wantPaymentFrame checks that env makes exactly one payment.updated frame, to owner only, and
+// returns its payment.
+func wantPaymentFrame(t *testing.T, f *Feed, env events.Envelope, owner uuid.UUID) queries.Payment {
+	t.Helper()
+	fs, err := f.Frames(context.Background(), env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fs) != 1 || fs[0].Type != PaymentUpdatedFrame || fs[0].ChatID != uuid.Nil || !slices.Equal(fs[0].To, []uuid.UUID{owner}) {
+		t.Fatalf("%s: frames %+v, want one payment.updated to %s", env.Type, fs, owner)
+	}
+	p, ok := fs[0].Data.(queries.Payment)
+	if !ok {
+		t.Fatalf("%s: data %T, want queries.Payment", env.Type, fs[0].Data)
+	}
+	return p
+}
+
+func noFrames(t *testing.T, f *Feed, env events.Envelope) {
+	t.Helper()
+	fs, err := f.Frames(context.Background(), env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fs) != 0 {
+		t.Fatalf("%s: frames %+v, want none", env.Type, fs)
+	}
+}
+
+func TestFeedPaymentUpdatedToOwnerOnly(t *testing.T) {
+	log := newMemLog()
+	owner, other := uuid.New(), uuid.New()
+	pay, r1, r2, r3 := uuid.New(), uuid.New(), uuid.New(), uuid.New()
+	t0 := time.Date(2025, 5, 1, 10, 0, 0, 123456789, time.UTC)
+	tt := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	ts := func(s int) time.Time { return tt(s).Truncate(time.Microsecond) }
+	f := paymentFeed(t, log, 0, nil)
+	mine, theirs := f.ForUser(owner, 10), f.ForUser(other, 10)
+
+	type step struct {
+		ev       events.Event
+		status   string
+		refunded int64
+		updated  time.Time
+	}
+	steps := []step{
+		{events.PaymentRequested{PaymentID: pay, UserID: owner, AmountMinor: 1000, Currency: "USD", SourceID: "cnon:card-nonce-pending",
+			Description: "coffee", IdempotencyKey: "k", RequestHash: "h", RequestedAt: tt(0)}, queries.PaymentPending, 0, ts(0)},
+		{events.PaymentPending{PaymentID: pay, ProviderPaymentID: "sq-1", At: tt(1)}, queries.PaymentPending, 0, ts(1)},
+		{events.PaymentCompleted{PaymentID: pay, ProviderPaymentID: "sq-1", At: tt(2)}, queries.PaymentCompleted, 0, ts(2)},
+		// A late outcome never moves the payment back: the frame shows it unchanged.
+		{events.PaymentFailed{PaymentID: pay, FailureCode: "GENERIC_DECLINE", At: tt(3)}, queries.PaymentCompleted, 0, ts(2)},
+		{events.RefundRequested{PaymentID: pay, RefundID: r1, UserID: owner, AmountMinor: 300, RequestedAt: tt(4)}, queries.PaymentCompleted, 0, ts(4)},
+		{events.RefundCompleted{PaymentID: pay, RefundID: r1, ProviderRefundID: "rf", At: tt(5)}, queries.PaymentPartiallyRefunded, 300, ts(5)},
+		{events.RefundCompleted{PaymentID: pay, RefundID: r1, ProviderRefundID: "rf", At: tt(6)}, queries.PaymentPartiallyRefunded, 300, ts(5)},
+		{events.RefundRequested{PaymentID: pay, RefundID: r2, UserID: owner, AmountMinor: 700, RequestedAt: tt(7)}, queries.PaymentPartiallyRefunded, 300, ts(7)},
+		{events.RefundFailed{PaymentID: pay, RefundID: r2, FailureCode: "X", At: tt(8)}, queries.PaymentPartiallyRefunded, 300, ts(8)},
+		{events.RefundRequested{PaymentID: pay, RefundID: r3, UserID: owner, AmountMinor: 700, RequestedAt: tt(9)}, queries.PaymentPartiallyRefunded, 300, ts(9)},
+		{events.RefundCompleted{PaymentID: pay, RefundID: r3, At: tt(10)}, queries.PaymentRefunded, 1000, ts(10)},
+	}
+	for i, s := range steps {
+		env := log.add(pay, s.ev)
+		p := wantPaymentFrame(t, f, env, owner)
+		if p.ID != pay || p.Status != s.status || p.RefundedMinor != s.refunded || !p.UpdatedAt.Equal(s.updated) ||
+			!p.CreatedAt.Equal(ts(0)) || p.AmountMinor != 1000 || p.Currency != "USD" || p.Description != "coffee" || p.FailureCode != nil {
+			t.Fatalf("step %d (%s): payment %+v, want status %s, refunded %d, updated %s", i, env.Type, p, s.status, s.refunded, s.updated)
+		}
+		if i > 0 && (p.ProviderPaymentID == nil || *p.ProviderPaymentID != "sq-1") {
+			t.Fatalf("step %d: provider id %v", i, p.ProviderPaymentID)
+		}
+		// A user's own feed (recovery) gets the same frame; another user's gets nothing.
+		if q := wantPaymentFrame(t, mine, env, owner); q.Status != p.Status || q.RefundedMinor != p.RefundedMinor {
+			t.Fatalf("step %d: recovery frame %+v, live %+v", i, q, p)
+		}
+		noFrames(t, theirs, env)
+	}
+
+	// The frame's data is API.md's payment object, no more and no less.
+	fs, err := f.Frames(context.Background(), log.add(pay, events.RefundFailed{PaymentID: pay, RefundID: r3, At: tt(11)}))
+	if err != nil || len(fs) != 1 {
+		t.Fatalf("frames %+v, %v", fs, err)
+	}
+	b, err := json.Marshal(fs[0].Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var obj map[string]any
+	if err := json.Unmarshal(b, &obj); err != nil {
+		t.Fatal(err)
+	}
+	keys := slices.Sorted(maps.Keys(obj))
+	want := []string{"amount_minor", "created_at", "currency", "description", "failure_code", "id", "provider_payment_id",
+		"refunded_minor", "status", "updated_at"}
+	if !slices.Equal(keys, want) {
+		t.Fatalf("payment.updated data keys %v, want %v", keys, want)
+	}
+	if obj["status"] != "refunded" || obj["failure_code"] != nil || obj["provider_payment_id"] != "sq-1" {
+		t.Fatalf("payment.updated data %s", b)
+	}
+}
+
+func TestFeedPaymentFailedAndPresence(t *testing.T) {
+	log := newMemLog()
+	owner := uuid.New()
+	pay := uuid.New()
+	present := map[uuid.UUID]bool{}
+	f := paymentFeed(t, log, 0, present)
+	at := time.Date(2025, 5, 1, 10, 0, 0, 0, time.UTC)
+	// Nobody of the owner's is connected: no frame, but the fold goes on.
+	noFrames(t, f, log.add(pay, events.PaymentRequested{PaymentID: pay, UserID: owner, AmountMinor: 5, Currency: "EUR", RequestedAt: at}))
+	present[owner] = true
+	p := wantPaymentFrame(t, f, log.add(pay, events.PaymentFailed{PaymentID: pay, ProviderPaymentID: "sq-9", FailureCode: "CVV_FAILURE", At: at.Add(time.Second)}), owner)
+	if p.Status != queries.PaymentFailed || p.FailureCode == nil || *p.FailureCode != "CVV_FAILURE" || *p.ProviderPaymentID != "sq-9" {
+		t.Fatalf("failed payment %+v", p)
+	}
+	p = wantPaymentFrame(t, f, log.add(pay, events.PaymentCompleted{PaymentID: pay, At: at.Add(2 * time.Second)}), owner)
+	if p.Status != queries.PaymentFailed || !p.UpdatedAt.Equal(at.Add(time.Second)) {
+		t.Fatalf("a failed payment completed: %+v", p)
+	}
+	// An outcome of a payment the log has no request for goes to nobody.
+	ghost := uuid.New()
+	noFrames(t, f, log.add(ghost, events.PaymentCompleted{PaymentID: ghost, At: at}))
+}
+
+func TestFeedPaymentLoadsWhatItDoesNotHold(t *testing.T) {
+	log := newMemLog()
+	a, b := uuid.New(), uuid.New()
+	pa, pb := uuid.New(), uuid.New()
+	at := time.Date(2025, 5, 1, 10, 0, 0, 0, time.UTC)
+	f := paymentFeed(t, log, 1, nil) // holds one payment: interleaving evicts
+	wantPaymentFrame(t, f, log.add(pa, events.PaymentRequested{PaymentID: pa, UserID: a, AmountMinor: 10, Currency: "USD", RequestedAt: at}), a)
+	wantPaymentFrame(t, f, log.add(pb, events.PaymentRequested{PaymentID: pb, UserID: b, AmountMinor: 20, Currency: "USD", RequestedAt: at}), b)
+	loads := log.loadCount()
+	p := wantPaymentFrame(t, f, log.add(pa, events.PaymentCompleted{PaymentID: pa, At: at.Add(time.Second)}), a)
+	if p.Status != queries.PaymentCompleted || p.AmountMinor != 10 || log.loadCount() != loads+1 {
+		t.Fatalf("after reload: %+v (loads %d → %d)", p, loads, log.loadCount())
+	}
+	// Held at the version before: no load.
+	r := uuid.New()
+	wantPaymentFrame(t, f, log.add(pa, events.RefundRequested{PaymentID: pa, RefundID: r, UserID: a, AmountMinor: 4, RequestedAt: at}), a)
+	p = wantPaymentFrame(t, f, log.add(pa, events.RefundCompleted{PaymentID: pa, RefundID: r, At: at.Add(2 * time.Second)}), a)
+	if p.Status != queries.PaymentPartiallyRefunded || p.RefundedMinor != 4 || log.loadCount() != loads+1 {
+		t.Fatalf("held payment: %+v (loads %d)", p, log.loadCount())
+	}
+	// A gap (an event fed twice) reloads the state before it instead of folding it twice.
+	env := log.streams[pa][len(log.streams[pa])-1]
+	if p := wantPaymentFrame(t, f, env, a); p.RefundedMinor != 4 {
+		t.Fatalf("event fed twice: %+v", p)
 	}
 }

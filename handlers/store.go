@@ -1,13 +1,14 @@
 package handlers
 
 import (
-	"container/list"
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 
 	"github.com/google/uuid"
 
+	"taki/commands"
 	"taki/events"
 )
 
@@ -21,9 +22,8 @@ type Store struct {
 	max     int
 	observe func(context.Context, events.Position)
 
-	mu      sync.Mutex
-	entries map[uuid.UUID]*list.Element
-	lru     *list.List // front: most recently used
+	mu    sync.Mutex
+	cache *lru[uuid.UUID, cached]
 }
 
 type cached struct {
@@ -43,18 +43,13 @@ func NewStore(log events.Log, size int, observe func(context.Context, events.Pos
 	if observe == nil {
 		observe = func(context.Context, events.Position) {}
 	}
-	return &Store{log: log, max: size, observe: observe, entries: map[uuid.UUID]*list.Element{}, lru: list.New()}, nil
+	return &Store{log: log, max: size, observe: observe, cache: newLRU[uuid.UUID, cached](size)}, nil
 }
 
 func (s *Store) get(id uuid.UUID) (cached, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	el, ok := s.entries[id]
-	if !ok {
-		return cached{}, false
-	}
-	s.lru.MoveToFront(el)
-	return el.Value.(cached), true
+	return s.cache.get(id)
 }
 
 func (s *Store) put(id uuid.UUID, version int64, pos events.Position, state any) {
@@ -63,35 +58,47 @@ func (s *Store) put(id uuid.UUID, version int64, pos events.Position, state any)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if el, ok := s.entries[id]; ok {
-		// Never replace a newer state with an older one (two commands of one stream finishing out of order).
-		if el.Value.(cached).version <= version {
-			el.Value = cached{id: id, version: version, pos: pos, state: state}
-		}
-		s.lru.MoveToFront(el)
+	// Never replace a newer state with an older one (two commands of one stream finishing out of order).
+	if c, ok := s.cache.peek(id); ok && c.version > version {
+		s.cache.get(id)
 		return
 	}
-	s.entries[id] = s.lru.PushFront(cached{id: id, version: version, pos: pos, state: state})
-	for s.lru.Len() > s.max {
-		last := s.lru.Back()
-		s.lru.Remove(last)
-		delete(s.entries, last.Value.(cached).id)
-	}
+	s.cache.put(id, cached{id: id, version: version, pos: pos, state: state})
 }
 
 func (s *Store) evict(id uuid.UUID) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if el, ok := s.entries[id]; ok {
-		s.lru.Remove(el)
-		delete(s.entries, id)
+	s.cache.remove(id)
+}
+
+// Forget drops id's cached state if it is older than version: another instance appended to the
+// stream (the log tail of each instance reports every event). A stale state would be caught by the
+// next append's version check anyway; forgetting it spares that retry, and a refusal decided on it.
+func (s *Store) Forget(id uuid.UUID, version int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c, ok := s.cache.peek(id); ok && c.version < version {
+		s.cache.remove(id)
 	}
 }
 
+// cacheUse notes, for one command, whether it decided on a cached state, and whether it must not.
+type cacheUse struct {
+	used   atomic.Bool
+	bypass bool
+}
+
+type cacheUseKey struct{}
+
 // load returns aggregate id's latest known state: cached, or read from the log.
 func load[S any](ctx context.Context, s *Store, a aggregate[S], id uuid.UUID) (loaded[S], error) {
-	if c, ok := s.get(id); ok {
+	use, _ := ctx.Value(cacheUseKey{}).(*cacheUse)
+	if c, ok := s.get(id); ok && (use == nil || !use.bypass) {
 		if st, ok := c.state.(S); ok {
+			if use != nil {
+				use.used.Store(true)
+			}
 			s.observe(ctx, c.pos)
 			return loaded[S]{id: id, state: st, version: c.version, pos: c.pos}, nil
 		}
@@ -118,4 +125,29 @@ func save[S any](ctx context.Context, s *Store, a aggregate[S], l loaded[S], cla
 	}
 	s.put(next.id, next.version, next.pos, next.state)
 	return next, nil
+}
+
+// CommandHandler is a command handler as the bus calls it.
+type CommandHandler[C, R any] interface {
+	Handle(ctx context.Context, cmd C) (R, error)
+}
+
+// RedecideFresh makes h decide a refused command again on states read from the log when the refusal
+// was decided on a cached state. The cache is kept coherent by version checks on append, which a
+// refusal never reaches: without this, an instance whose cache missed another instance's write
+// (a member just added, a payment just completed) would keep refusing until its cache moved on.
+// Only for handlers whose refusals have no side effects: the command runs twice.
+func RedecideFresh[C, R any](h CommandHandler[C, R]) CommandHandler[C, R] {
+	return redecide[C, R]{h}
+}
+
+type redecide[C, R any] struct{ h CommandHandler[C, R] }
+
+func (d redecide[C, R]) Handle(ctx context.Context, cmd C) (R, error) {
+	use := &cacheUse{}
+	r, err := d.h.Handle(context.WithValue(ctx, cacheUseKey{}, use), cmd)
+	if _, refused := commands.AsError(err); refused && use.used.Load() {
+		return d.h.Handle(context.WithValue(ctx, cacheUseKey{}, &cacheUse{bypass: true}), cmd)
+	}
+	return r, err
 }

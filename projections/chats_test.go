@@ -14,8 +14,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"taki/events"
-	"taki/infra/logging"
-	"taki/infra/postgres"
 	"taki/infra/postgres/pgtest"
 	"taki/queries"
 )
@@ -719,29 +717,13 @@ func explain(t *testing.T, pool *pgxpool.Pool, mode, sql string, args ...any) st
 // TestChatsThroughProjector runs the projection in the real projector on events appended to the log,
 // then replays it from scratch.
 func TestChatsThroughProjector(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	url := pgtest.NewDatabase(t)
-	pool := pgtest.NewPool(t, url)
-	registry := events.NewRegistry()
-	notifier := postgres.NewNotifier(url, logging.Discard())
-	go notifier.Run(ctx)
-	store, err := postgres.NewEventStore(pool, registry, notifier, logging.Discard(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
+	ctx := context.Background()
+	pool, store := newLogDatabase(t)
 	chats, err := NewChats(pool)
 	if err != nil {
 		t.Fatal(err)
 	}
-	proj, err := postgres.NewProjector(pool, registry, notifier, postgres.ProjectorConfig{BatchSize: 100, Logger: logging.Discard()}, chats)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- proj.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	proj := runProjector(t, pool, store, chats)
 
 	f := &chatsFixture{t: t, pool: pool, chats: chats, seqs: map[uuid.UUID]int64{}}
 	a, b, g := uuid.New(), uuid.New(), uuid.New()

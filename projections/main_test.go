@@ -1,9 +1,16 @@
 package projections
 
 import (
+	"context"
 	"os"
 	"testing"
+	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"taki/events"
+	"taki/infra/logging"
+	"taki/infra/postgres"
 	"taki/infra/postgres/pgtest"
 )
 
@@ -11,3 +18,35 @@ import (
 var dbURL string
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Run(m, &dbURL)) }
+
+// newLogDatabase returns a pool on a database of its own and an event store on it.
+func newLogDatabase(t *testing.T) (*pgxpool.Pool, *postgres.EventStore) {
+	t.Helper()
+	url := pgtest.NewDatabase(t)
+	pool := pgtest.NewPool(t, url)
+	store, err := postgres.NewEventStore(pool, events.NewRegistry(), nil, logging.Discard(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(store.Close)
+	return pool, store
+}
+
+// runProjector runs projs in a real projector on pool until the test ends. The store of
+// newLogDatabase sends no wake-ups, so the projector polls, every 10 ms.
+func runProjector(t *testing.T, pool *pgxpool.Pool, store *postgres.EventStore, projs ...postgres.Projection) *postgres.Projector {
+	t.Helper()
+	url := pool.Config().ConnString()
+	notifier := postgres.NewNotifier(url, logging.Discard())
+	proj, err := postgres.NewProjector(pool, events.NewRegistry(), notifier,
+		postgres.ProjectorConfig{BatchSize: 100, PollInterval: 10 * time.Millisecond, Logger: logging.Discard()}, projs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go notifier.Run(ctx)
+	go func() { done <- proj.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return proj
+}

@@ -23,6 +23,8 @@ type Deps struct {
 	Gatherer  prometheus.Gatherer
 	Readiness []ReadinessCheck
 	WS        *ws.Hub
+	// SquareWebhook checks the signatures of the payments provider's webhooks.
+	SquareWebhook SquareWebhook
 }
 
 func (d Deps) validate() error {
@@ -84,6 +86,11 @@ func NewRouter(d Deps) (*gin.Engine, error) {
 	authed.PATCH("/chats/:id/messages/:message_id", a.editMessage)
 	authed.DELETE("/chats/:id/messages/:message_id", a.deleteMessage)
 	authed.POST("/chats/:id/read", a.markChatRead)
+
+	authed.GET("/payments", a.listPayments)
+	authed.GET("/payments/:id", a.getPayment)
+	authed.GET("/billing/summary", a.billingSummary)
+	a.paymentRoutes(e, authed)
 
 	admin := authed.Group("/admin", a.requireAdmin)
 	admin.GET("/projections", a.listProjections)

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"maps"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"taki/events"
 	"taki/handlers"
 	"taki/infra/bus"
 	"taki/infra/postgres"
@@ -40,13 +42,19 @@ type realtime struct {
 	typing      *ws.TypingRelay
 	hub         atomic.Pointer[ws.Hub]
 	fanout      *ws.Fanout
+	// aggregates is this instance's write-model cache: the tail tells it of every event, so that
+	// states other instances moved on are dropped within milliseconds.
+	aggregates *handlers.Store
 }
 
 // newRealtime builds the live feed, the log tail and the typing relay. chats is the chats read model
 // (projections.Chats) and projector the waiter for it.
 func newRealtime(databaseURL string, logger *slog.Logger, pool *pgxpool.Pool, store *postgres.EventStore,
-	notifier *postgres.Notifier, projector handlers.ReadModelWaiter, chats handlers.ChatViews) (*realtime, error) {
-	r := &realtime{logger: logger, databaseURL: databaseURL, pool: pool, store: store}
+	notifier *postgres.Notifier, projector handlers.ReadModelWaiter, chats handlers.ChatViews, aggregates *handlers.Store) (*realtime, error) {
+	if aggregates == nil {
+		return nil, errors.New("realtime: nil aggregate store")
+	}
+	r := &realtime{logger: logger, databaseURL: databaseURL, pool: pool, store: store, aggregates: aggregates}
 	feed, err := handlers.NewFeed(handlers.FeedConfig{Log: store, Chats: chats, Waiter: projector,
 		Present: func(id uuid.UUID) bool {
 			h := r.hub.Load()
@@ -118,7 +126,13 @@ func (r *realtime) run(ctx context.Context) {
 			Notified: func(payload string) { r.typing.Received(ctx, payload) },
 		}, r.logger)
 	}()
-	if err := r.tail.Run(ctx, r.fanout.Deliver); err != nil && ctx.Err() == nil {
+	deliver := func(ctx context.Context, batch []events.Envelope) error {
+		for _, env := range batch {
+			r.aggregates.Forget(env.StreamID, env.Version)
+		}
+		return r.fanout.Deliver(ctx, batch)
+	}
+	if err := r.tail.Run(ctx, deliver); err != nil && ctx.Err() == nil {
 		r.logger.ErrorContext(ctx, "websocket fan-out stopped", slog.String("err", err.Error()))
 	}
 	wg.Wait()

@@ -47,6 +47,7 @@ type Server struct {
 
 	notifier *postgres.Notifier
 	realtime *realtime
+	payments *paymentsRuntime
 }
 
 // Options tune a server for tests and tools.
@@ -58,6 +59,8 @@ type Options struct {
 	// WebSocket, if set, edits the WebSocket hub's configuration last (tests shrink its buffers and
 	// its recovery bound).
 	WebSocket func(*ws.Config)
+	// Payments tunes the payments provider client and the in-process sandbox.
+	Payments PaymentsOptions
 }
 
 // New connects to the database (which must be migrated) and wires everything.
@@ -122,9 +125,13 @@ func wire(cfg config.Config, logger *slog.Logger, pool *pgxpool.Pool, opts Optio
 	if err != nil {
 		return nil, err
 	}
+	paymentsProjection, err := projections.NewPayments(pool)
+	if err != nil {
+		return nil, err
+	}
 	projector, err := postgres.NewProjector(pool, registry, notifier, postgres.ProjectorConfig{
 		BatchSize: cfg.ProjectionBatchSize, Logger: logger,
-	}, usersProjection, chatsProjection)
+	}, usersProjection, chatsProjection, paymentsProjection)
 	if err != nil {
 		return nil, err
 	}
@@ -150,7 +157,7 @@ func wire(cfg config.Config, logger *slog.Logger, pool *pgxpool.Pool, opts Optio
 	if err != nil {
 		return nil, err
 	}
-	rt, err := newRealtime(cfg.DatabaseURL, logger, pool, store, notifier, projector, chatsProjection)
+	rt, err := newRealtime(cfg.DatabaseURL, logger, pool, store, notifier, projector, chatsProjection, aggregates)
 	if err != nil {
 		return nil, err
 	}
@@ -171,8 +178,18 @@ func wire(cfg config.Config, logger *slog.Logger, pool *pgxpool.Pool, opts Optio
 		_ = hub.Close(context.Background())
 		return nil, err
 	}
+	if err := registerPaymentQueries(b, paymentsProjection); err != nil {
+		_ = hub.Close(context.Background())
+		return nil, err
+	}
+	pay, err := wirePayments(cfg, logger, pool, store, notifier, b, aggregates, reg, opts.Payments, opts.Now)
+	if err != nil {
+		_ = hub.Close(context.Background())
+		return nil, err
+	}
 	router, err := httpapi.NewRouter(httpapi.Deps{
 		Bus: b, Sessions: sessions, WSTokens: tokens, Logger: logger, Registry: reg, Gatherer: reg, WS: hub,
+		SquareWebhook: pay.webhook,
 		Readiness: []httpapi.ReadinessCheck{
 			{Name: "database", Check: pool.Ping},
 			{Name: "migrations", Check: func(ctx context.Context) error {
@@ -190,11 +207,14 @@ func wire(cfg config.Config, logger *slog.Logger, pool *pgxpool.Pool, opts Optio
 	})
 	if err != nil {
 		_ = hub.Close(context.Background()) // no socket can be open yet: this only stops melody's goroutine
+		pay.close()
 		return nil, err
 	}
+	pay.setRouter(router)
 	return &Server{
 		Config: cfg, Logger: logger, Pool: pool, Bus: b, Store: store, Projector: projector,
 		Sessions: sessions, Router: router, Registry: reg, Hub: hub, notifier: notifier, realtime: rt,
+		payments: pay,
 	}, nil
 }
 
@@ -252,6 +272,8 @@ func (s *Server) Start(ctx context.Context) (wait func(), err error) {
 	go func() { defer wg.Done(); s.notifier.Run(ctx) }()
 	go func() { defer wg.Done(); s.realtime.run(ctx) }()
 	go func() { defer wg.Done(); s.Sessions.Run(ctx, s.Config.DatabaseURL) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); s.payments.run(ctx, s.Logger) }()
 	errc := make(chan error, 1)
 	go func() {
 		defer wg.Done()
@@ -323,6 +345,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 // Close closes the WebSockets if Serve did not, stops the event store's committers and releases the pool.
 func (s *Server) Close() {
 	s.closeHub()
+	s.payments.close()
 	s.Store.Close()
 	s.Pool.Close()
 }

@@ -1,0 +1,118 @@
+package handlers
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"taki/commands"
+	"taki/events"
+	"taki/queries"
+)
+
+// Load and Append make memLog an events.Log, so that a Store can run on it.
+func (l *memLog) Load(ctx context.Context, id uuid.UUID, snapshotVersion int) (events.Stream, error) {
+	return l.LoadUntil(ctx, id, snapshotVersion, 1<<62)
+}
+
+func (l *memLog) Append(_ context.Context, appends ...events.Append) (events.Position, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, a := range appends {
+		if int64(len(l.streams[a.StreamID])) != a.ExpectedVersion {
+			return events.Position{}, events.ErrConflict
+		}
+	}
+	for _, a := range appends {
+		for _, ev := range a.Events {
+			l.pos.TxID++
+			l.pos.Offset++
+			l.streams[a.StreamID] = append(l.streams[a.StreamID], events.Envelope{Type: ev.EventType(), StreamID: a.StreamID,
+				StreamType: a.StreamType, Version: int64(len(l.streams[a.StreamID]) + 1), Position: l.pos, Data: ev})
+		}
+	}
+	return l.pos, nil
+}
+
+type noMessages struct{}
+
+func (noMessages) Message(context.Context, uuid.UUID, uuid.UUID, events.Position) (queries.Message, bool, error) {
+	return queries.Message{}, false, nil
+}
+
+type noTyping struct{}
+
+func (noTyping) RelayTyping(context.Context, uuid.UUID, uuid.UUID, []uuid.UUID) error { return nil }
+
+// storeEnv is a chat whose state this instance's store has cached, and a log other instances write to.
+type storeEnv struct {
+	log          *memLog
+	store        *Store
+	cmds         *ChatCommands
+	chat         uuid.UUID
+	ann, bob, cy uuid.UUID
+}
+
+func newStoreEnv(t *testing.T) storeEnv {
+	t.Helper()
+	e := storeEnv{log: newMemLog(), chat: uuid.New(), ann: uuid.New(), bob: uuid.New(), cy: uuid.New()}
+	var err error
+	if e.store, err = NewStore(e.log, 100, nil); err != nil {
+		t.Fatal(err)
+	}
+	if e.cmds, err = NewChatCommands(e.store, noMessages{}, noTyping{}, time.Now); err != nil {
+		t.Fatal(err)
+	}
+	e.log.add(e.chat, events.ChatCreated{ChatID: e.chat, Type: events.ChatGroup, Title: "g", CreatedBy: e.ann,
+		Members: []events.ChatMember{{UserID: e.ann, Role: events.ChatRoleAdmin}, {UserID: e.bob, Role: events.ChatRoleMember}}})
+	// This instance decides on the chat once, which caches it.
+	if _, err := (SendMessageHandler{e.cmds}).Handle(context.Background(), commands.SendMessage{
+		Actor: e.ann, ChatID: e.chat, Text: "hi", ClientMsgID: "a1"}); err != nil {
+		t.Fatal(err)
+	}
+	// Another instance adds cy: this instance's cached chat does not know.
+	e.log.add(e.chat, events.ChatMemberAdded{ChatID: e.chat, UserID: e.cy, Role: events.ChatRoleMember, AddedBy: e.ann, LastReadSeq: 1})
+	return e
+}
+
+func (e storeEnv) cySends(h CommandHandler[commands.SendMessage, SentMessage]) (SentMessage, error) {
+	return h.Handle(context.Background(), commands.SendMessage{Actor: e.cy, ChatID: e.chat, Text: "hello", ClientMsgID: "c1"})
+}
+
+// A refusal decided on a cached state that another instance moved on is decided again on the log.
+func TestRedecideFreshRetriesARefusalOnTheLog(t *testing.T) {
+	t.Parallel()
+	e := newStoreEnv(t)
+	if _, err := e.cySends(SendMessageHandler{e.cmds}); !commands.IsKind(err, commands.KindNotFound) {
+		t.Fatalf("without a fresh decision, the stale cache refuses the new member: err %v", err)
+	}
+	sent, err := e.cySends(RedecideFresh[commands.SendMessage, SentMessage](SendMessageHandler{e.cmds}))
+	if err != nil {
+		t.Fatalf("with a fresh decision: %v", err)
+	}
+	if sent.Message.Seq != 2 || sent.Message.SenderID != e.cy {
+		t.Fatalf("sent %+v", sent.Message)
+	}
+	// A refusal that the log confirms stays a refusal.
+	_, err = RedecideFresh[commands.SendMessage, SentMessage](SendMessageHandler{e.cmds}).Handle(context.Background(),
+		commands.SendMessage{Actor: uuid.New(), ChatID: e.chat, Text: "x", ClientMsgID: "x"})
+	if !commands.IsKind(err, commands.KindNotFound) {
+		t.Fatalf("a non-member: err %v, want not-found", err)
+	}
+}
+
+// The log tail's report of a newer event drops the cached state, so the next decision reads the log.
+func TestForgetDropsOnlyOlderStates(t *testing.T) {
+	t.Parallel()
+	e := newStoreEnv(t)
+	e.store.Forget(e.chat, 2) // the version cached: kept
+	if _, err := e.cySends(SendMessageHandler{e.cmds}); !commands.IsKind(err, commands.KindNotFound) {
+		t.Fatalf("the cached state should still be used: err %v", err)
+	}
+	e.store.Forget(e.chat, 3) // the member's addition
+	if _, err := e.cySends(SendMessageHandler{e.cmds}); err != nil {
+		t.Fatalf("after Forget: %v", err)
+	}
+}

@@ -1,0 +1,140 @@
+package postgres_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"taki/events"
+	"taki/infra/logging"
+	. "taki/infra/postgres"
+)
+
+// processRecorder is a process manager's Handle that records what it was handed, and can hold one
+// event until released.
+type processRecorder struct {
+	mu      sync.Mutex
+	handled map[uuid.UUID]int
+	changed chan struct{}
+	hold    uuid.UUID
+	release chan struct{}
+}
+
+func newProcessRecorder() *processRecorder {
+	return &processRecorder{handled: map[uuid.UUID]int{}, changed: make(chan struct{}, 1), release: make(chan struct{})}
+}
+
+func (r *processRecorder) handle(ctx context.Context, e events.Envelope) error {
+	if e.ID == r.hold {
+		select {
+		case <-r.release:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	r.mu.Lock()
+	r.handled[e.ID]++
+	r.mu.Unlock()
+	select {
+	case r.changed <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+func (r *processRecorder) waitFor(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.After(tailWait)
+	for {
+		r.mu.Lock()
+		got := len(r.handled)
+		r.mu.Unlock()
+		if got >= n {
+			return
+		}
+		select {
+		case <-r.changed:
+		case <-deadline:
+			t.Fatalf("handled %d events, want %d", got, n)
+		}
+	}
+}
+
+func runProcess(t *testing.T, e *tailEnv, r *processRecorder) (*ProcessRunner, func()) {
+	t.Helper()
+	runner, err := NewProcessRunner(e.pool, e.store, e.notifier, ProcessConfig{
+		Name: "test", Types: []string{events.UserLoggedIn{}.EventType()}, Handle: r.handle, Logger: logging.Discard(),
+		PollInterval: 50 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { runner.Run(ctx); close(done) }()
+	stop := func() { cancel(); <-done }
+	t.Cleanup(stop)
+	return runner, sync.OnceFunc(stop)
+}
+
+// A slow event does not hold up the others, but the checkpoint never passes it until it is handled;
+// a restart hands over exactly what was not checkpointed, and one runner leads at a time.
+func TestProcessRunnerHandlesConcurrentlyAndCheckpointsInOrder(t *testing.T) {
+	e := newTailEnv(t)
+	ctx := context.Background()
+	user := uuid.New()
+	appendLogins(t, e.store, user, 0, 1)
+	stream, err := e.store.Load(ctx, user, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow := stream.Events[0]
+	last := appendLogins(t, e.store, user, 1, 9)
+
+	r := newProcessRecorder()
+	r.hold = slow.ID
+	runner, stop := runProcess(t, e, r)
+	r.waitFor(t, 9) // all but the slow one
+	if cp, err := runner.Checkpoint(ctx); err != nil || slow.Position.Less(cp) {
+		t.Fatalf("checkpoint %v (%v) passed the unhandled event at %v", cp, err, slow.Position)
+	}
+	// A second runner stands by while the first leads.
+	standby := newProcessRecorder()
+	_, stopStandby := runProcess(t, e, standby)
+	close(r.release)
+	r.waitFor(t, 10)
+	deadline := time.After(tailWait)
+	for {
+		cp, err := runner.Checkpoint(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cp == last {
+			break
+		}
+		select {
+		case <-deadline:
+			t.Fatalf("checkpoint %v never reached %v", cp, last)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	standby.mu.Lock()
+	if len(standby.handled) != 0 {
+		t.Errorf("the standby runner handled %d events while the other led", len(standby.handled))
+	}
+	standby.mu.Unlock()
+
+	// The leader stops: the standby takes over from the checkpoint and handles only what comes next.
+	stop()
+	appendLogins(t, e.store, user, 10, 1)
+	standby.waitFor(t, 1)
+	standby.mu.Lock()
+	if len(standby.handled) != 1 {
+		t.Errorf("the new leader handled %d events, want only the one after the checkpoint", len(standby.handled))
+	}
+	standby.mu.Unlock()
+	stopStandby()
+}

@@ -1,0 +1,451 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"taki/infra/payments"
+	"taki/infra/postgres/pgtest"
+	"taki/infra/server"
+	"taki/tests/testserver"
+)
+
+// Payments and billing (API.md): payments, refunds and the provider's webhooks through the real
+// router, against the in-process sandbox provider on loopback. Every test runs its own database, so
+// that its server's process manager is the one driving its payments (one leader per database).
+
+type paymentJSON struct {
+	ID                string  `json:"id"`
+	Status            string  `json:"status"`
+	AmountMinor       int64   `json:"amount_minor"`
+	Currency          string  `json:"currency"`
+	RefundedMinor     int64   `json:"refunded_minor"`
+	Description       string  `json:"description"`
+	FailureCode       *string `json:"failure_code"`
+	ProviderPaymentID *string `json:"provider_payment_id"`
+	CreatedAt         string  `json:"created_at"`
+	UpdatedAt         string  `json:"updated_at"`
+}
+
+type refundJSON struct {
+	ID          string `json:"id"`
+	PaymentID   string `json:"payment_id"`
+	Status      string `json:"status"`
+	AmountMinor int64  `json:"amount_minor"`
+}
+
+var paymentKeys = []string{"amount_minor", "created_at", "currency", "description", "failure_code", "id",
+	"provider_payment_id", "refunded_minor", "status", "updated_at"}
+
+// payWebhookKey and payWebhookURL are what the test servers' webhook endpoint checks signatures with.
+const (
+	payWebhookKey = "taki-test-webhook-signature-key"
+	payWebhookURL = "http://taki.sandbox.invalid/api/v1/provider-webhooks/square"
+)
+
+// payServer starts a server on a database of its own, with a webhook key the test knows. edit, if
+// not nil, tunes the payments options further.
+func payServer(t *testing.T, edit func(*server.PaymentsOptions)) *testserver.Server {
+	t.Helper()
+	return testserver.Start(t, pgtest.NewDatabase(t), testserver.WithOptions(func(o *server.Options) {
+		o.Payments.Sandbox = func(c *payments.SandboxConfig) { c.SignatureKey = payWebhookKey }
+		if edit != nil {
+			edit(&o.Payments)
+		}
+	}))
+}
+
+func payBody(amount int64, source string) map[string]any {
+	return map[string]any{"amount_minor": amount, "currency": "EUR", "source_id": source, "description": "a coffee"}
+}
+
+func payCreate(t testing.TB, c *testserver.Client, key string, body any) testserver.Response {
+	t.Helper()
+	return c.Do(http.MethodPost, "/api/v1/payments", body, "Idempotency-Key", key)
+}
+
+func payCreateOK(t testing.TB, c *testserver.Client, amount int64, source string) paymentJSON {
+	t.Helper()
+	r := payCreate(t, c, uuid.NewString(), payBody(amount, source))
+	acctWantStatus(t, r, http.StatusCreated)
+	acctWantKeys(t, "payment", r.Body, paymentKeys...)
+	var p paymentJSON
+	r.JSON(t, &p)
+	if p.Status != "pending" || p.AmountMinor != amount || p.Currency != "EUR" || p.RefundedMinor != 0 {
+		t.Fatalf("new payment: %s", r.Body)
+	}
+	if r.Header.Get("X-Consistency-Token") == "" || r.Header.Get("Location") != "/api/v1/payments/"+p.ID {
+		t.Fatalf("new payment: headers %v", r.Header)
+	}
+	return p
+}
+
+// payWait reads the payment until cond holds (the process manager and the webhooks decide payments
+// in the background), failing after 20 s.
+func payWait(t testing.TB, c *testserver.Client, id string, what string, cond func(paymentJSON) bool) paymentJSON {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	var p paymentJSON
+	for {
+		r := c.Do(http.MethodGet, "/api/v1/payments/"+id, nil)
+		if r.StatusCode == http.StatusOK {
+			p = paymentJSON{}
+			r.JSON(t, &p)
+			if cond(p) {
+				return p
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("payment %s never became %s: last %d %s", id, what, r.StatusCode, r.Body)
+		}
+		<-tick.C
+	}
+}
+
+func payWaitStatus(t testing.TB, c *testserver.Client, id, status string) paymentJSON {
+	t.Helper()
+	return payWait(t, c, id, status, func(p paymentJSON) bool { return p.Status == status })
+}
+
+func TestPaymentsEveryNonceReachesItsDecision(t *testing.T) {
+	t.Parallel()
+	srv := payServer(t, nil)
+	c, _ := acctSignUp(t, srv, "Payer")
+	cases := []struct {
+		nonce, status, code string
+	}{
+		{payments.NonceOK, "completed", ""},
+		{payments.NonceDeclined, "failed", "GENERIC_DECLINE"},
+		{payments.NonceRejectedCVV, "failed", "CVV_FAILURE"},
+		{payments.NoncePending, "completed", ""}, // pending until the sandbox's webhook completes it
+	}
+	for _, tc := range cases {
+		p := payCreateOK(t, c, 1250, tc.nonce)
+		got := payWaitStatus(t, c, p.ID, tc.status)
+		if tc.code == "" && got.FailureCode != nil || tc.code != "" && (got.FailureCode == nil || *got.FailureCode != tc.code) {
+			t.Errorf("%s: failure_code %v, want %q", tc.nonce, got.FailureCode, tc.code)
+		}
+		if tc.status == "completed" && (got.ProviderPaymentID == nil || *got.ProviderPaymentID == "") {
+			t.Errorf("%s: no provider_payment_id: %+v", tc.nonce, got)
+		}
+		if got.CreatedAt != p.CreatedAt || got.UpdatedAt < got.CreatedAt {
+			t.Errorf("%s: times %s %s after %s", tc.nonce, got.CreatedAt, got.UpdatedAt, p.CreatedAt)
+		}
+	}
+	// The pending payment was taken once, and its webhook arrived.
+	delivered := false
+	for _, d := range srv.PaymentsSandbox().Deliveries() {
+		if d.Status == http.StatusOK && d.Type == payments.EventPaymentUpdated {
+			delivered = true
+		}
+	}
+	if !delivered {
+		t.Errorf("no webhook delivered: %+v", srv.PaymentsSandbox().Deliveries())
+	}
+}
+
+func TestPaymentsIdempotencyKeyReplaysReusesAndRaces(t *testing.T) {
+	t.Parallel()
+	srv := payServer(t, nil)
+	c, _ := acctSignUp(t, srv, "Payer")
+	first := payCreate(t, c, "key-1", payBody(500, payments.NonceOK))
+	acctWantStatus(t, first, http.StatusCreated)
+	var p paymentJSON
+	first.JSON(t, &p)
+	payWaitStatus(t, c, p.ID, "completed")
+
+	// The same key and body: the first answer again, although the payment completed meanwhile.
+	again := payCreate(t, c, "key-1", payBody(500, payments.NonceOK))
+	acctWantStatus(t, again, http.StatusCreated)
+	if !bytes.Equal(again.Body, first.Body) {
+		t.Errorf("replay answered\n%s\nwant\n%s", again.Body, first.Body)
+	}
+	// Another body with that key.
+	acctWantProblem(t, payCreate(t, c, "key-1", payBody(501, payments.NonceOK)), http.StatusUnprocessableEntity, "idempotency-key-reused")
+	// Another user's key of the same name is another payment.
+	c2, _ := acctSignUp(t, srv, "Other")
+	other := payCreate(t, c2, "key-1", payBody(500, payments.NonceOK))
+	acctWantStatus(t, other, http.StatusCreated)
+	var op paymentJSON
+	other.JSON(t, &op)
+	if op.ID == p.ID {
+		t.Errorf("two users' key-1 made one payment")
+	}
+	// A missing key is a validation error.
+	acctWantProblem(t, c.Do(http.MethodPost, "/api/v1/payments", payBody(500, payments.NonceOK)), http.StatusUnprocessableEntity, "validation")
+
+	// Racing duplicates make one payment.
+	var wg sync.WaitGroup
+	bodies := make([][]byte, 8)
+	for i := range bodies {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := payCreate(t, c.Fork(), "race-key", payBody(700, payments.NonceOK))
+			if r.StatusCode != http.StatusCreated {
+				t.Errorf("racing duplicate: %d %s", r.StatusCode, r.Body)
+			}
+			bodies[i] = r.Body
+		}()
+	}
+	wg.Wait()
+	var raced paymentJSON
+	json.Unmarshal(bodies[0], &raced)
+	for i, b := range bodies {
+		if !bytes.Equal(b, bodies[0]) {
+			t.Errorf("racing duplicate %d answered %s, want %s", i, b, bodies[0])
+		}
+	}
+	payWaitStatus(t, c, raced.ID, "completed")
+	if n := len(srv.PaymentsSandbox().KeyCalls(raced.ID)); n != 1 {
+		t.Errorf("the raced payment was asked of the provider %d times, want 1", n)
+	}
+}
+
+func payRefund(t testing.TB, c *testserver.Client, paymentID, key string, amount int64) testserver.Response {
+	t.Helper()
+	return c.Do(http.MethodPost, "/api/v1/payments/"+paymentID+"/refunds", map[string]any{"amount_minor": amount}, "Idempotency-Key", key)
+}
+
+func TestPaymentsRefundsStayWithinThePayment(t *testing.T) {
+	t.Parallel()
+	srv := payServer(t, nil)
+	c, _ := acctSignUp(t, srv, "Payer")
+	p := payCreateOK(t, c, 1000, payments.NonceOK)
+	// Not completed yet, or never: 409.
+	declined := payCreateOK(t, c, 1000, payments.NonceDeclined)
+	payWaitStatus(t, c, declined.ID, "failed")
+	acctWantProblem(t, payRefund(t, c, declined.ID, "r-declined", 100), http.StatusConflict, "conflict")
+	payWaitStatus(t, c, p.ID, "completed")
+
+	// Another user's payment, and no payment, are not found.
+	c2, _ := acctSignUp(t, srv, "Thief")
+	acctWantProblem(t, payRefund(t, c2, p.ID, "r-steal", 100), http.StatusNotFound, "not-found")
+	acctWantProblem(t, payRefund(t, c, uuid.NewString(), "r-none", 100), http.StatusNotFound, "not-found")
+
+	acctWantProblem(t, payRefund(t, c, p.ID, "r-big", 1001), http.StatusConflict, "conflict")
+	first := payRefund(t, c, p.ID, "r-1", 400)
+	acctWantStatus(t, first, http.StatusCreated)
+	var r refundJSON
+	first.JSON(t, &r)
+	if r.PaymentID != p.ID || r.AmountMinor != 400 || r.Status != "pending" || r.ID == "" {
+		t.Fatalf("refund: %s", first.Body)
+	}
+	again := payRefund(t, c, p.ID, "r-1", 400)
+	acctWantStatus(t, again, http.StatusCreated)
+	if !bytes.Equal(again.Body, first.Body) {
+		t.Errorf("refund replay answered %s, want %s", again.Body, first.Body)
+	}
+	acctWantProblem(t, payRefund(t, c, p.ID, "r-1", 300), http.StatusUnprocessableEntity, "idempotency-key-reused")
+
+	// 8 racing refunds of 200 for the 600 left: exactly 3 succeed.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	statuses := map[int]int{}
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp := payRefund(t, c.Fork(), p.ID, fmt.Sprintf("r-race-%d", i), 200)
+			mu.Lock()
+			statuses[resp.StatusCode]++
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if statuses[http.StatusCreated] != 3 || statuses[http.StatusConflict] != 5 {
+		t.Errorf("racing refunds answered %v, want 3×201 and 5×409", statuses)
+	}
+	acctWantProblem(t, payRefund(t, c, p.ID, "r-after", 1), http.StatusConflict, "conflict")
+	got := payWait(t, c, p.ID, "refunded", func(p paymentJSON) bool { return p.Status == "refunded" && p.RefundedMinor == 1000 })
+	if got.AmountMinor != 1000 {
+		t.Errorf("refunded payment: %+v", got)
+	}
+	// A partial refund shows as partially_refunded.
+	q := payCreateOK(t, c, 900, payments.NonceOK)
+	payWaitStatus(t, c, q.ID, "completed")
+	acctWantStatus(t, payRefund(t, c, q.ID, "q-1", 100), http.StatusCreated)
+	payWait(t, c, q.ID, "partially refunded", func(p paymentJSON) bool { return p.Status == "partially_refunded" && p.RefundedMinor == 100 })
+}
+
+func TestPaymentsBreakerOpensAnswers503AndRecovers(t *testing.T) {
+	t.Parallel()
+	srv := payServer(t, func(o *server.PaymentsOptions) {
+		o.Client = func(c *payments.ClientConfig) {
+			c.MaxAttempts = 1
+			c.Breaker.ConsecutiveFailures = 3
+			c.Breaker.OpenTimeout = 2 * time.Second
+		}
+	})
+	c, _ := acctSignUp(t, srv, "Payer")
+	paid := payCreateOK(t, c, 500, payments.NonceOK)
+	payWaitStatus(t, c, paid.ID, "completed")
+	sandbox := srv.PaymentsSandbox()
+	sandbox.FailNext(4, payments.Fail500)
+	p := payCreateOK(t, c, 300, payments.NonceOK)
+	deadline := time.Now().Add(20 * time.Second)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for srv.PaymentsClient().BreakerState() != "open" {
+		if time.Now().After(deadline) {
+			t.Fatalf("the breaker never opened: %s", srv.PaymentsClient().BreakerState())
+		}
+		<-tick.C
+	}
+	start := time.Now()
+	r := payCreate(t, c, "while-open", payBody(300, payments.NonceOK))
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("503 took %s", took)
+	}
+	acctWantProblem(t, r, http.StatusServiceUnavailable, "provider-unavailable")
+	if ra := r.Header.Get("Retry-After"); ra == "" || ra == "0" {
+		t.Errorf("Retry-After %q", ra)
+	}
+	acctWantProblem(t, payRefund(t, c, paid.ID, "refund-while-open", 100), http.StatusServiceUnavailable, "provider-unavailable")
+	metrics := c.Do(http.MethodGet, "/metrics", nil)
+	if !strings.Contains(string(metrics.Body), "taki_payments_breaker_state") {
+		t.Errorf("/metrics has no breaker state")
+	}
+	// The process manager retries with the same key until the provider answers again.
+	payWaitStatus(t, c, p.ID, "completed")
+	if srv.PaymentsClient().BreakerState() == "open" {
+		t.Errorf("breaker still open after a success")
+	}
+	again := payCreateOK(t, c, 301, payments.NonceOK)
+	payWaitStatus(t, c, again.ID, "completed")
+	if n := srv.PaymentsSandbox().Payments(); n != 3 {
+		t.Errorf("sandbox took %d payments, want 3", n)
+	}
+}
+
+// paySend posts a provider event to the webhook endpoint, signed with key.
+func paySend(t testing.TB, srv *testserver.Server, key string, ev payments.Event) testserver.Response {
+	t.Helper()
+	body, err := json.Marshal(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := srv.Client(t)
+	return c.Do(http.MethodPost, "/api/v1/provider-webhooks/square", body,
+		payments.SignatureHeader, payments.Sign(key, payWebhookURL, body))
+}
+
+func payEvent(eventID, reference, providerID string, status payments.PaymentStatus) payments.Event {
+	return payments.Event{
+		MerchantID: "M", Type: payments.EventPaymentUpdated, EventID: eventID, CreatedAt: time.Now().UTC(),
+		Data: payments.EventData{Type: "payment", ID: providerID, Object: payments.EventObject{Payment: &payments.Payment{
+			ID: providerID, Status: status, ReferenceID: reference, AmountMoney: payments.Money{Amount: 1, Currency: "EUR"},
+		}}},
+	}
+}
+
+func TestPaymentsWebhooks(t *testing.T) {
+	t.Parallel()
+	srv := payServer(t, func(o *server.PaymentsOptions) {
+		o.Sandbox = func(c *payments.SandboxConfig) {
+			c.SignatureKey = payWebhookKey
+			c.PendingDelay = time.Hour // the test's own events decide pending payments
+		}
+	})
+	c, _ := acctSignUp(t, srv, "Payer")
+
+	// A bad signature is 401, with no session and no CSRF token needed either way.
+	acctWantProblem(t, paySend(t, srv, "wrong-key", payEvent("evt-bad", uuid.NewString(), "P", payments.PaymentCompleted)),
+		http.StatusUnauthorized, "unauthenticated")
+
+	pending := func() paymentJSON {
+		p := payCreateOK(t, c, 800, payments.NoncePending)
+		return payWait(t, c, p.ID, "pending at the provider", func(p paymentJSON) bool {
+			return p.Status == "pending" && p.ProviderPaymentID != nil
+		})
+	}
+	p1, p2 := pending(), pending()
+
+	// evt-1 completes p1.
+	acctWantStatus(t, paySend(t, srv, payWebhookKey, payEvent("evt-1", p1.ID, *p1.ProviderPaymentID, payments.PaymentCompleted)), http.StatusOK)
+	payWaitStatus(t, c, p1.ID, "completed")
+	// evt-1 again, now naming p2: seen before, acknowledged and ignored.
+	acctWantStatus(t, paySend(t, srv, payWebhookKey, payEvent("evt-1", p2.ID, *p2.ProviderPaymentID, payments.PaymentCompleted)), http.StatusOK)
+	// An older event (pending) after the completion does not move p1 back.
+	acctWantStatus(t, paySend(t, srv, payWebhookKey, payEvent("evt-0", p1.ID, *p1.ProviderPaymentID, payments.PaymentPending)), http.StatusOK)
+	// Nor does a later failure.
+	acctWantStatus(t, paySend(t, srv, payWebhookKey, payEvent("evt-3", p1.ID, *p1.ProviderPaymentID, payments.PaymentFailed)), http.StatusOK)
+	// Unknown payments are acknowledged.
+	acctWantStatus(t, paySend(t, srv, payWebhookKey, payEvent("evt-4", uuid.NewString(), "NOPE", payments.PaymentCompleted)), http.StatusOK)
+	acctWantStatus(t, paySend(t, srv, payWebhookKey, payEvent("evt-5", "", "NOPE", payments.PaymentCompleted)), http.StatusOK)
+
+	// p2 is decided by its own event; the reads below come after every webhook above.
+	r := paySend(t, srv, payWebhookKey, payEvent("evt-2", p2.ID, *p2.ProviderPaymentID, payments.PaymentFailed))
+	acctWantStatus(t, r, http.StatusOK)
+	got2 := payWaitStatus(t, c, p2.ID, "failed")
+	if got2.FailureCode == nil || *got2.FailureCode != "FAILED" {
+		t.Errorf("p2 failure code %v", got2.FailureCode)
+	}
+	got1 := payWaitStatus(t, c, p1.ID, "completed")
+	if got1.FailureCode != nil {
+		t.Errorf("p1 moved: %+v", got1)
+	}
+}
+
+// An answer lost after the provider took the payment is asked again with the same key: the payment is
+// taken once.
+func TestPaymentsLostAnswerChargesOnce(t *testing.T) {
+	t.Parallel()
+	srv := payServer(t, nil)
+	c, _ := acctSignUp(t, srv, "Payer")
+	srv.PaymentsSandbox().FailNext(1, payments.FailDropAfter)
+	p := payCreateOK(t, c, 420, payments.NonceOK)
+	payWaitStatus(t, c, p.ID, "completed")
+	if n := srv.PaymentsSandbox().Payments(); n != 1 {
+		t.Errorf("sandbox took %d payments, want 1", n)
+	}
+	if n := len(srv.PaymentsSandbox().KeyCalls(p.ID)); n < 2 {
+		t.Errorf("the payment was asked %d times, want a retry with its key", n)
+	}
+}
+
+// A payment requested while the provider cannot be reached survives a restart: the next instance
+// picks it up from the process manager's checkpoint and decides it.
+func TestPaymentsRequestSurvivesARestart(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDatabase(t)
+	opts := testserver.WithOptions(func(o *server.Options) {
+		o.Payments.Client = func(c *payments.ClientConfig) { c.MaxAttempts = 1; c.Breaker.ConsecutiveFailures = 1000 }
+	})
+	var user acctUser
+	var id string
+	t.Run("first instance", func(t *testing.T) {
+		srv := testserver.Start(t, db, opts)
+		srv.PaymentsSandbox().FailNext(1_000_000, payments.Fail503)
+		var c *testserver.Client
+		c, user = acctSignUp(t, srv, "Payer")
+		id = payCreateOK(t, c, 999, payments.NonceOK).ID
+		// The process manager has asked (and failed) at least once before the instance stops.
+		deadline := time.Now().Add(20 * time.Second)
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for len(srv.PaymentsSandbox().KeyCalls(id)) == 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("the provider was never asked")
+			}
+			<-tick.C
+		}
+	})
+	srv := testserver.Start(t, db, opts)
+	c := srv.Client(t)
+	c.LogIn(user.Email, user.Password)
+	payWaitStatus(t, c, id, "completed")
+	if n := srv.PaymentsSandbox().Payments(); n != 1 {
+		t.Errorf("sandbox took %d payments, want 1", n)
+	}
+}
