@@ -26,6 +26,11 @@ type ProcessConfig struct {
 	// handling of other events, and must be safe to repeat: after a restart, events handled after the
 	// last checkpoint are handed over again.
 	Handle func(ctx context.Context, e events.Envelope) error
+	// Lead, when set, runs beside the handling for as long as this instance leads, with the context
+	// Handle gets (it ends when leading ends); leading is given up only once Lead has returned. A
+	// process manager uses it to resume, from the log, work it keeps outside the handling of events
+	// (waits on the provider, say) and to stop that work when another instance takes over.
+	Lead func(ctx context.Context)
 	// Concurrency bounds the events handled at once; default 16.
 	Concurrency int
 	// BatchSize is how many events one read of the log takes; default 200.
@@ -104,10 +109,21 @@ func (r *ProcessRunner) lead(ctx context.Context, lock *pgxpool.Conn) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wait []processItem // dispatched, in log order
+	var leading chan struct{}
+	if r.cfg.Lead != nil {
+		leading = make(chan struct{})
+		go func() {
+			defer close(leading)
+			r.cfg.Lead(ctx)
+		}()
+	}
 	defer func() {
 		cancel()
 		for _, it := range wait {
 			<-it.done
+		}
+		if leading != nil {
+			<-leading
 		}
 	}()
 	read, err := r.checkpoint(ctx)

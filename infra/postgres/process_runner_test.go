@@ -138,3 +138,60 @@ func TestProcessRunnerHandlesConcurrentlyAndCheckpointsInOrder(t *testing.T) {
 	standby.mu.Unlock()
 	stopStandby()
 }
+
+// Lead runs on the leader only, for as long as it leads, and the runner gives up leading only once
+// Lead has returned; the next leader runs its own.
+func TestProcessRunnerLeadRunsWhileLeading(t *testing.T) {
+	e := newTailEnv(t)
+	leads := make(chan context.Context, 2)
+	returned := make(chan struct{}, 2)
+	start := func() func() {
+		runner, err := NewProcessRunner(e.pool, e.store, e.notifier, ProcessConfig{
+			Name: "lead-test", Types: []string{events.UserLoggedIn{}.EventType()},
+			Handle: func(context.Context, events.Envelope) error { return nil },
+			Lead: func(ctx context.Context) {
+				leads <- ctx
+				<-ctx.Done()
+				returned <- struct{}{}
+			},
+			Logger: logging.Discard(), PollInterval: 50 * time.Millisecond,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { runner.Run(ctx); close(done) }()
+		stop := sync.OnceFunc(func() { cancel(); <-done })
+		t.Cleanup(stop)
+		return stop
+	}
+	waitLead := func() context.Context {
+		t.Helper()
+		select {
+		case ctx := <-leads:
+			return ctx
+		case <-time.After(tailWait):
+			t.Fatal("no runner began to lead")
+			return nil
+		}
+	}
+	stopFirst := start()
+	first := waitLead()
+	start() // stands by
+	if len(leads) != 0 {
+		t.Fatal("two runners lead at once")
+	}
+	stopFirst()
+	if first.Err() == nil {
+		t.Error("Lead's context outlived leading")
+	}
+	select {
+	case <-returned:
+	default:
+		t.Error("the runner stopped before Lead returned")
+	}
+	if second := waitLead(); second.Err() != nil {
+		t.Error("the new leader's Lead context has ended")
+	}
+}

@@ -14,10 +14,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"taki/commands"
+	"taki/events"
 	"taki/handlers"
 	"taki/infra/bus"
 	"taki/infra/config"
@@ -33,6 +36,9 @@ type PaymentsOptions struct {
 	Client func(*payments.ClientConfig)
 	// Sandbox edits the in-process sandbox's configuration last (sandbox provider only).
 	Sandbox func(*payments.SandboxConfig)
+	// SettleAfter is how long a payment or refund may stay pending at the provider, its webhook not
+	// come, before the process manager asks the provider; 0 keeps the default (10s).
+	SettleAfter time.Duration
 }
 
 // sandboxWebhookURL is the notification URL the in-process sandbox signs its webhooks for when
@@ -91,19 +97,46 @@ func wirePayments(cfg config.Config, logger *slog.Logger, pool *pgxpool.Pool, st
 	bus.RegisterCommand(b, handlers.RecordPaymentOutcomeHandler{PaymentCommands: cmds})
 	bus.RegisterCommand(b, handlers.RecordRefundOutcomeHandler{PaymentCommands: cmds})
 
-	process, err := handlers.NewPaymentProcess(aggregates, gateway{client}, outcomeRecorder{b}, logger)
+	process, err := handlers.NewPaymentProcess(aggregates, gateway{client}, outcomeRecorder{b}, logger, handlers.PaymentProcessConfig{
+		SettleAfter: opts.SettleAfter,
+		Unsettled:   func(ctx context.Context) ([]uuid.UUID, error) { return unsettledPayments(ctx, pool) },
+	})
 	if err != nil {
 		rt.close()
 		return nil, err
 	}
 	rt.runner, err = postgres.NewProcessRunner(pool, store, notifier, postgres.ProcessConfig{
-		Name: "payments", Types: handlers.PaymentProcessEvents, Handle: process.Handle, Logger: logger,
+		Name: "payments", Types: handlers.PaymentProcessEvents, Handle: process.Handle, Lead: process.Lead, Logger: logger,
 	})
 	if err != nil {
 		rt.close()
 		return nil, err
 	}
 	return rt, nil
+}
+
+// unsettledPayments lists the payments whose log shows work the provider has not finished: pending
+// at the provider with no decision after it, or a refund requested and not decided. One scan of the
+// log's payment events, when an instance begins to lead the process manager.
+func unsettledPayments(ctx context.Context, pool *pgxpool.Pool) ([]uuid.UUID, error) {
+	rows, err := pool.Query(ctx, `SELECT DISTINCT e.stream_id FROM events e
+		WHERE e.stream_type = $1 AND (
+			(e.event_type = $2 AND NOT EXISTS (SELECT 1 FROM events d
+				WHERE d.stream_id = e.stream_id AND d.event_type IN ($3, $4)))
+			OR (e.event_type = $5 AND NOT EXISTS (SELECT 1 FROM events d
+				WHERE d.stream_id = e.stream_id AND d.event_type IN ($6, $7)
+					AND d.payload->>'refund_id' = e.payload->>'refund_id')))`,
+		events.StreamPayment,
+		events.PaymentPending{}.EventType(), events.PaymentCompleted{}.EventType(), events.PaymentFailed{}.EventType(),
+		events.RefundRequested{}.EventType(), events.RefundCompleted{}.EventType(), events.RefundFailed{}.EventType())
+	if err != nil {
+		return nil, fmt.Errorf("list unsettled payments: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	if err != nil {
+		return nil, fmt.Errorf("list unsettled payments: %w", err)
+	}
+	return ids, nil
 }
 
 // startSandbox binds the sandbox's loopback listener and builds it; run serves it.
@@ -235,6 +268,10 @@ func (g gateway) Charge(ctx context.Context, key string, amount int64, currency,
 		}
 		return handlers.ProviderDecision{Outcome: commands.OutcomeFailed, FailureCode: apiCode(err)}, nil
 	}
+	return paymentDecision(p), nil
+}
+
+func paymentDecision(p payments.Payment) handlers.ProviderDecision {
 	d := handlers.ProviderDecision{ProviderID: p.ID}
 	switch p.Status {
 	case payments.PaymentCompleted, payments.PaymentApproved:
@@ -247,7 +284,20 @@ func (g gateway) Charge(ctx context.Context, key string, amount int64, currency,
 			d.FailureCode = string(p.Status)
 		}
 	}
-	return d, nil
+	return d
+}
+
+// Payment reads a payment at the provider. A refusal (404, say) is no decision on the payment: it is
+// an error, and the process manager asks again later.
+func (g gateway) Payment(ctx context.Context, providerPaymentID string) (handlers.ProviderDecision, error) {
+	p, err := g.c.GetPayment(ctx, providerPaymentID)
+	if err != nil {
+		if cerr := g.classify(ctx, err); cerr != nil {
+			return handlers.ProviderDecision{}, cerr
+		}
+		return handlers.ProviderDecision{}, fmt.Errorf("read provider payment %s: %w", providerPaymentID, err)
+	}
+	return paymentDecision(p), nil
 }
 
 func (g gateway) Refund(ctx context.Context, key, providerPaymentID string, amount int64, currency string) (handlers.ProviderDecision, error) {

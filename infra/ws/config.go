@@ -32,9 +32,9 @@ const (
 	// DefaultSendBuffer is how many frames may wait for one socket. It absorbs bursts (a busy group
 	// chat, a user active in many chats) for a client that reads at the pace of a phone on a poor
 	// link, while a socket that falls this far behind is better reconnected with ?since= than fed
-	// from memory. Each slot is a pointer, so the queue costs 2 KiB per socket whether used or not,
-	// inside the budget of 20 KiB per idle socket.
-	DefaultSendBuffer = 256
+	// from memory. Each slot is a pointer, so the queue costs 1 KiB per socket whether used or not:
+	// 256 slots took a tenth of the budget of 20 KiB per idle socket for bursts no client needs.
+	DefaultSendBuffer = 128
 	// DefaultHandshakeTimeout bounds the write of the 101 answer.
 	DefaultHandshakeTimeout = 10 * time.Second
 	// DefaultSessionCheckInterval is how often every socket's session is checked for expiry (and for

@@ -13,13 +13,8 @@ import (
 )
 
 func TestSeedUsersAndChatLog(t *testing.T) {
-	env := testEnv(t)
+	_, conn := testConn(t)
 	ctx := context.Background()
-	conn, err := env.Connect(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
 
 	users, err := seedUsers(ctx, conn, 3)
 	if err != nil {
@@ -104,13 +99,8 @@ func TestSeedUsersAndChatLog(t *testing.T) {
 }
 
 func TestWaitGroupAt(t *testing.T) {
-	env := testEnv(t)
+	env, conn := testConn(t)
 	ctx := context.Background()
-	conn, err := env.Connect(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
 	if _, err := seedUsers(ctx, conn, 2); err != nil {
 		t.Fatal(err)
 	}

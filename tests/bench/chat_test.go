@@ -245,7 +245,7 @@ func TestEncodeEventDecodes(t *testing.T) {
 func TestValidateChatFlags(t *testing.T) {
 	ok := Config{Duration: time.Second, Clients: 1, Events: 1, CatchUpTimeout: time.Second, LongChatMessages: 0,
 		FanoutMembers: 2, FanoutMessages: 1, FanoutInterval: time.Millisecond, HistoryMessages: historyPage,
-		HistoryRequests: 1, IdleSockets: 1, IdleSocketsPerUser: 1}
+		HistoryRequests: 1, IdleSockets: 1, IdleSocketsPerUser: 1, PaymentsTimeout: time.Second}
 	if err := validateConfig(ok); err != nil {
 		t.Fatal(err)
 	}
@@ -258,6 +258,7 @@ func TestValidateChatFlags(t *testing.T) {
 		"sockets":        func(c *Config) { c.IdleSockets = 0 },
 		"per user":       func(c *Config) { c.IdleSocketsPerUser = 0 },
 		"long chat":      func(c *Config) { c.LongChatMessages = -1 },
+		"payments wait":  func(c *Config) { c.PaymentsTimeout = 0 },
 	} {
 		c := ok
 		mutate(&c)

@@ -433,9 +433,10 @@ func waitGroupAt(ctx context.Context, env *Env, conn *pgx.Conn, srv *Server, gro
 	}
 }
 
-// startServer starts `taki serve` on env's database and waits until it is ready.
-func startServer(ctx context.Context, env *Env) (*Server, error) {
-	srv, err := env.StartServer(ctx)
+// startServer starts `taki serve` on env's database, with the extra KEY=value settings of
+// StartServerWith, and waits until it is ready.
+func startServer(ctx context.Context, env *Env, extra ...string) (*Server, error) {
+	srv, err := env.StartServerWith(ctx, extra...)
 	if err != nil {
 		return nil, err
 	}
@@ -446,8 +447,9 @@ func startServer(ctx context.Context, env *Env) (*Server, error) {
 }
 
 // seedAndStart seeds n users, starts the server, waits until its users projection has them, and
-// logs them in: the set-up every chat benchmark shares. It reports how long that took.
-func seedAndStart(ctx context.Context, env *Env, n int) (*Server, []benchUser, []*session, *http.Client, error) {
+// logs them in: the set-up every chat benchmark shares. It reports how long that took. extra are
+// settings for the server's environment (StartServerWith).
+func seedAndStart(ctx context.Context, env *Env, n int, extra ...string) (*Server, []benchUser, []*session, *http.Client, error) {
 	begin := time.Now()
 	conn, err := env.Connect(ctx)
 	if err != nil {
@@ -462,7 +464,7 @@ func seedAndStart(ctx context.Context, env *Env, n int) (*Server, []benchUser, [
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
-	srv, err := startServer(ctx, env)
+	srv, err := startServer(ctx, env, extra...)
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"taki/infra/postgres/pgtest"
 )
 
@@ -18,6 +20,18 @@ func testEnv(t *testing.T) *Env {
 		DatabaseURL:  pgtest.NewDatabase(t),
 		DatabaseName: "test",
 	}
+}
+
+// testConn is testEnv and a connection to its database, closed when the test ends.
+func testConn(t *testing.T) (*Env, *pgx.Conn) {
+	t.Helper()
+	env := testEnv(t)
+	conn, err := env.Connect(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return env, conn
 }
 
 func TestInsertBaseline(t *testing.T) {
@@ -46,13 +60,8 @@ func TestInsertBaseline(t *testing.T) {
 }
 
 func TestLoadAndScanLog(t *testing.T) {
-	env := testEnv(t)
+	env, conn := testConn(t)
 	ctx := context.Background()
-	conn, err := env.Connect(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
 	const total = 12_345
 	stats, err := loadUserLog(ctx, conn, total)
 	if err != nil {

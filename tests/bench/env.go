@@ -43,6 +43,9 @@ type Config struct {
 	// IdleSockets is how many sockets idle-sockets opens, IdleSocketsPerUser of them per user.
 	IdleSockets        int
 	IdleSocketsPerUser int
+	// PaymentsTimeout bounds how long the payments benchmark waits, after its load, for every accepted
+	// payment to be decided.
+	PaymentsTimeout time.Duration
 	// Log receives progress lines (stderr), never the report.
 	Log io.Writer
 }

@@ -39,6 +39,7 @@ func benchmarks() []Benchmark {
 		fanout(),
 		history(),
 		idleSockets(),
+		paymentsBench(),
 	}
 }
 
@@ -74,6 +75,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.HistoryRequests, "history-requests", 2000, "history: measured page requests (and as many baseline requests)")
 	fs.IntVar(&cfg.IdleSockets, "idle-sockets", 10_000, "idle WebSockets opened by idle-sockets")
 	fs.IntVar(&cfg.IdleSocketsPerUser, "idle-sockets-per-user", 1, "idle-sockets: sockets per user (users = sockets / this)")
+	fs.DurationVar(&cfg.PaymentsTimeout, "payments-timeout", time.Minute, "payments: wait at most this long after the load for every accepted payment to complete")
 	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
 		return 0
 	} else if err != nil {
@@ -245,6 +247,9 @@ func validateConfig(c Config) error {
 	}
 	if c.IdleSocketsPerUser < 1 {
 		errs = append(errs, errors.New("-idle-sockets-per-user must be at least 1"))
+	}
+	if c.PaymentsTimeout <= 0 {
+		errs = append(errs, errors.New("-payments-timeout must be positive"))
 	}
 	return errors.Join(errs...)
 }

@@ -2,9 +2,12 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +15,8 @@ import (
 
 	"github.com/google/uuid"
 
+	"taki/infra/config"
+	"taki/infra/logging"
 	"taki/infra/payments"
 	"taki/infra/postgres/pgtest"
 	"taki/infra/server"
@@ -447,5 +452,274 @@ func TestPaymentsRequestSurvivesARestart(t *testing.T) {
 	payWaitStatus(t, c, id, "completed")
 	if n := srv.PaymentsSandbox().Payments(); n != 1 {
 		t.Errorf("sandbox took %d payments, want 1", n)
+	}
+}
+
+// payWaitFor polls cond every 5 ms until it holds, failing after 20 s.
+func payWaitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 20s", what)
+		}
+		<-tick.C
+	}
+}
+
+// payPolls counts the reads of provider payment id the sandbox answered.
+func payPolls(s *payments.Sandbox, id string) int {
+	n := 0
+	for _, c := range s.Calls() {
+		if c.Method == http.MethodGet && c.Path == "/v2/payments/"+id && c.Injected == payments.FailNone {
+			n++
+		}
+	}
+	return n
+}
+
+// A pending payment whose webhook never comes is settled by asking the provider.
+func TestPaymentsPendingWithoutWebhookSettlesByPolling(t *testing.T) {
+	t.Parallel()
+	srv := payServer(t, func(o *server.PaymentsOptions) {
+		o.Sandbox = func(c *payments.SandboxConfig) {
+			c.SignatureKey = payWebhookKey
+			c.WebhookURL = "" // the sandbox sends no webhook at all
+			c.PendingDelay = 200 * time.Millisecond
+			c.RefundDelay = 200 * time.Millisecond
+		}
+		o.SettleAfter = 300 * time.Millisecond
+		o.Client = func(c *payments.ClientConfig) { c.MaxAttempts = 1; c.Breaker.ConsecutiveFailures = 1000 }
+	})
+	c, _ := acctSignUp(t, srv, "Payer")
+	sandbox := srv.PaymentsSandbox()
+	p := payCreateOK(t, c, 640, payments.NoncePending)
+	// Once the provider has taken it (pending), its first reads fail: the process manager keeps asking.
+	payWaitFor(t, "the provider taking the payment", func() bool { return len(sandbox.KeyCalls(p.ID)) == 1 })
+	sandbox.FailNext(2, payments.Fail503)
+	got := payWaitStatus(t, c, p.ID, "completed")
+	if got.ProviderPaymentID == nil {
+		t.Fatalf("completed payment without provider id: %+v", got)
+	}
+	failed := 0
+	for _, call := range sandbox.Calls() {
+		if call.Method == http.MethodGet && call.Injected == payments.Fail503 {
+			failed++
+		}
+	}
+	if failed != 2 {
+		t.Errorf("%d reads of the payment failed, want 2: %+v", failed, sandbox.Calls())
+	}
+	if d := sandbox.Deliveries(); len(d) != 0 {
+		t.Errorf("the sandbox delivered webhooks: %+v", d)
+	}
+	if payPolls(sandbox, *got.ProviderPaymentID) == 0 {
+		t.Errorf("the provider was never asked about the payment: %+v", sandbox.Calls())
+	}
+	if n := sandbox.Payments(); n != 1 || len(sandbox.KeyCalls(p.ID)) != 1 {
+		t.Errorf("sandbox took %d payments in %d calls, want 1 in 1", n, len(sandbox.KeyCalls(p.ID)))
+	}
+
+	// A refund the provider leaves pending is asked about again with its key until it is decided.
+	rr := payRefund(t, c, p.ID, "refund-1", 240)
+	acctWantStatus(t, rr, http.StatusCreated)
+	var refund refundJSON
+	rr.JSON(t, &refund)
+	payWait(t, c, p.ID, "partially refunded", func(p paymentJSON) bool {
+		return p.Status == "partially_refunded" && p.RefundedMinor == 240
+	})
+	if n := len(sandbox.KeyCalls(refund.ID)); n < 2 {
+		t.Errorf("the pending refund was asked %d times, want again after it was pending", n)
+	}
+	if d := sandbox.Deliveries(); len(d) != 0 {
+		t.Errorf("the sandbox delivered webhooks: %+v", d)
+	}
+}
+
+// A payment left pending by an instance that stopped before its webhook came is settled by the next
+// instance, which finds it in the log. The provider (a sandbox on its own, as `taki sandbox` runs it)
+// outlives both instances and sends no webhook.
+func TestPaymentsPendingSettlesAfterARestart(t *testing.T) {
+	t.Parallel()
+	sandbox, err := payments.NewSandbox(payments.SandboxConfig{PendingDelay: 100 * time.Millisecond}, logging.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- sandbox.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("sandbox: %v", err)
+		}
+	})
+	db := pgtest.NewDatabase(t)
+	instance := func(settleAfter time.Duration) testserver.Option {
+		return testserver.WithOptions(func(o *server.Options) { o.Payments.SettleAfter = settleAfter })
+	}
+	provider := testserver.WithConfig(func(c *config.Config) {
+		c.PaymentsProvider, c.SquareBaseURL, c.SquareAccessToken = "square", "http://"+ln.Addr().String(), "taki-test-token"
+	})
+	var user acctUser
+	var id, providerID string
+	t.Run("first instance", func(t *testing.T) {
+		srv := testserver.Start(t, db, provider, instance(time.Hour)) // never asks in this test's time
+		var c *testserver.Client
+		c, user = acctSignUp(t, srv, "Payer")
+		id = payCreateOK(t, c, 777, payments.NoncePending).ID
+		p := payWait(t, c, id, "pending at the provider", func(p paymentJSON) bool {
+			return p.Status == "pending" && p.ProviderPaymentID != nil
+		})
+		providerID = *p.ProviderPaymentID
+	})
+	if payPolls(sandbox, providerID) != 0 {
+		t.Fatalf("the first instance asked about the payment")
+	}
+	srv := testserver.Start(t, db, provider, instance(100*time.Millisecond))
+	c := srv.Client(t)
+	c.LogIn(user.Email, user.Password)
+	payWaitStatus(t, c, id, "completed")
+	if payPolls(sandbox, providerID) == 0 {
+		t.Errorf("the provider was never asked about the payment")
+	}
+	if n := sandbox.Payments(); n != 1 || len(sandbox.KeyCalls(id)) != 1 {
+		t.Errorf("sandbox took %d payments in %d calls, want 1 in 1", n, len(sandbox.KeyCalls(id)))
+	}
+}
+
+// Issue 4's "killing the sandbox mid-run": while payments are being requested the provider stops
+// answering (connections dropped, the first after taking the payment). The breaker opens; new
+// payments are refused at once with 503 and recorded nowhere; the payments accepted before are asked
+// again with their keys and decided once the provider is back, each taken exactly once.
+func TestPaymentsProviderOutageOpensTheBreakerAndChargesOnce(t *testing.T) {
+	t.Parallel()
+	srv := payServer(t, func(o *server.PaymentsOptions) {
+		o.Client = func(c *payments.ClientConfig) {
+			c.MaxAttempts = 2
+			c.Breaker.ConsecutiveFailures = 3
+			c.Breaker.OpenTimeout = 3 * time.Second
+		}
+	})
+	c, _ := acctSignUp(t, srv, "Payer")
+	sandbox, client := srv.PaymentsSandbox(), srv.PaymentsClient()
+
+	var mu sync.Mutex
+	var accepted []string // payment ids answered 201
+	refused := 0          // 503 answers
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() { // the load: one payment at a time with fresh keys, until stopped
+		defer close(stopped)
+		cl := c.Fork()
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			r := payCreate(t, cl, fmt.Sprintf("load-%d", i), payBody(100+int64(i), payments.NonceOK))
+			mu.Lock()
+			switch r.StatusCode {
+			case http.StatusCreated:
+				var p paymentJSON
+				if err := json.Unmarshal(r.Body, &p); err != nil || p.ID == "" {
+					t.Errorf("payment under load: %s", r.Body)
+				}
+				accepted = append(accepted, p.ID)
+			case http.StatusServiceUnavailable:
+				refused++
+			default:
+				t.Errorf("payment under load: %d %s", r.StatusCode, r.Body)
+			}
+			mu.Unlock()
+		}
+	}()
+	counts := func() (int, int) {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(accepted), refused
+	}
+	payWaitFor(t, "payments accepted before the outage", func() bool { n, _ := counts(); return n >= 5 })
+
+	// The provider goes away: the next two calls take the payment and lose the answer, every later one
+	// finds the connection dropped.
+	sandbox.FailNext(2, payments.FailDropAfter)
+	sandbox.SetFailureRatio(1, payments.FailDrop)
+	before, _ := counts()
+	payWaitFor(t, "the breaker opening", func() bool { return client.BreakerState() == "open" })
+	r := payCreate(t, c, "while-down", payBody(999, payments.NonceOK))
+	acctWantProblem(t, r, http.StatusServiceUnavailable, "provider-unavailable")
+	if ra := r.Header.Get("Retry-After"); ra == "" || ra == "0" {
+		t.Errorf("Retry-After %q", ra)
+	}
+	payWaitFor(t, "the load meeting the open breaker", func() bool { _, n := counts(); return n > 0 })
+	close(stop)
+	<-stopped
+	during, _ := counts()
+	if during <= before {
+		t.Logf("no payment accepted after the provider went away (%d before)", before)
+	}
+
+	// The provider comes back.
+	sandbox.SetFailureRatio(0, payments.FailNone)
+	mu.Lock()
+	ids := slices.Clone(accepted)
+	mu.Unlock()
+	providerIDs := map[string]bool{}
+	retried := 0
+	for _, id := range ids {
+		p := payWaitStatus(t, c, id, "completed")
+		if p.ProviderPaymentID == nil {
+			t.Fatalf("completed payment without provider id: %+v", p)
+		}
+		providerIDs[*p.ProviderPaymentID] = true
+		calls := sandbox.KeyCalls(id)
+		if len(calls) > 1 {
+			retried++
+		}
+		for _, call := range calls[:len(calls)-1] {
+			if call.Injected == payments.FailNone {
+				t.Errorf("payment %s was asked again after an answer: %+v", id, calls)
+			}
+		}
+	}
+	if retried == 0 {
+		t.Errorf("no payment was asked again with its key")
+	}
+	// Nothing charged twice, nothing lost, nothing recorded of the refused requests.
+	if n := sandbox.Payments(); n != len(ids) || len(providerIDs) != len(ids) {
+		t.Errorf("sandbox took %d payments, %d distinct, for %d accepted requests", n, len(providerIDs), len(ids))
+	}
+	var summary struct {
+		Currencies []struct {
+			Currency      string `json:"currency"`
+			PaymentsCount int    `json:"payments_count"`
+		} `json:"currencies"`
+	}
+	sum := c.Do(http.MethodGet, "/api/v1/billing/summary", nil)
+	acctWantStatus(t, sum, http.StatusOK)
+	sum.JSON(t, &summary)
+	if len(summary.Currencies) != 1 || summary.Currencies[0].PaymentsCount != len(ids) {
+		t.Errorf("billing summary %s, want %d payments", sum.Body, len(ids))
+	}
+	// The key refused while the provider was down was never recorded: it makes a new payment now.
+	again := payCreate(t, c, "while-down", payBody(999, payments.NonceOK))
+	acctWantStatus(t, again, http.StatusCreated)
+	var p paymentJSON
+	again.JSON(t, &p)
+	if p.Status != "pending" || slices.Contains(ids, p.ID) {
+		t.Errorf("the refused request's payment existed: %s", again.Body)
+	}
+	payWaitStatus(t, c, p.ID, "completed")
+	if n := sandbox.Payments(); n != len(ids)+1 {
+		t.Errorf("sandbox took %d payments, want %d", n, len(ids)+1)
 	}
 }
