@@ -99,6 +99,9 @@ func (r *ProcessRunner) Run(ctx context.Context) {
 	}
 }
 
+// maxWaiting bounds the events a runner holds behind an unfinished one.
+const maxWaiting = 4096
+
 type processItem struct {
 	pos  events.Position
 	done chan struct{}
@@ -141,46 +144,57 @@ func (r *ProcessRunner) lead(ctx context.Context, lock *pgxpool.Conn) error {
 			lastCheck = time.Now()
 		}
 		_, woken := r.notifier.Generation()
-		batch, err := r.store.ReadLog(ctx, read, "", r.cfg.BatchSize)
-		if err != nil {
-			return err
+		var batch []events.Envelope
+		// While an event is unfinished (a provider outage), those after it wait with it: reading
+		// stops once maxWaiting of them are held, so memory stays bounded however long it lasts.
+		if len(wait) < maxWaiting {
+			if batch, err = r.store.ReadLog(ctx, read, "", r.cfg.BatchSize); err != nil {
+				return err
+			}
 		}
 		for _, e := range batch {
-			it := processItem{pos: e.Position, done: make(chan struct{})}
-			if !slices.Contains(r.cfg.Types, e.Type) {
-				close(it.done)
-			} else {
-				select {
-				case slots <- struct{}{}:
-				case <-ctx.Done():
-					return nil
-				}
-				go func(e events.Envelope) {
-					defer close(it.done)
-					defer func() { <-slots }()
-					if err := r.cfg.Handle(ctx, e); err != nil && ctx.Err() == nil {
-						r.cfg.Logger.Error("process manager gave up on an event", slog.String("process", r.cfg.Name),
-							slog.String("event_id", e.ID.String()), slog.String("err", err.Error()))
-					}
-				}(e)
-			}
-			wait = append(wait, it)
 			read = e.Position
+			if !slices.Contains(r.cfg.Types, e.Type) {
+				// Nothing to do: the checkpoint may pass it once everything before it is done, which
+				// the last waiting event's position now stands for.
+				if len(wait) > 0 {
+					wait[len(wait)-1].pos = e.Position
+				}
+				continue
+			}
+			it := processItem{pos: e.Position, done: make(chan struct{})}
+			select {
+			case slots <- struct{}{}:
+			case <-ctx.Done():
+				return nil
+			}
+			go func(e events.Envelope) {
+				defer close(it.done)
+				defer func() { <-slots }()
+				if err := r.cfg.Handle(ctx, e); err != nil && ctx.Err() == nil {
+					r.cfg.Logger.Error("process manager gave up on an event", slog.String("process", r.cfg.Name),
+						slog.String("event_id", e.ID.String()), slog.String("err", err.Error()))
+				}
+			}(e)
+			wait = append(wait, it)
 		}
 		// Move the checkpoint past every event handled with all before it.
 		done := 0
 		for done < len(wait) && isClosed(wait[done].done) {
 			done++
 		}
-		if done > 0 {
-			next := wait[done-1].pos
-			wait = wait[done:]
-			if next != saved {
-				if err := r.save(ctx, next); err != nil {
-					return err
-				}
-				saved = next
+		next := saved
+		switch {
+		case done == len(wait):
+			next, wait = read, wait[:0]
+		case done > 0:
+			next, wait = wait[done-1].pos, wait[done:]
+		}
+		if next != saved {
+			if err := r.save(ctx, next); err != nil {
+				return err
 			}
+			saved = next
 		}
 		if len(batch) == r.cfg.BatchSize {
 			continue
