@@ -170,7 +170,7 @@ type Sandbox struct {
 	refunds    map[string]*Refund
 	reserved   map[string]int64 // payment id → amount of its refunds not yet completed
 	idem       map[string]idemEntry
-	timers     []*time.Timer
+	timers     map[*time.Timer]struct{}
 	calls      []Call
 	deliveries []Delivery
 	latency    time.Duration
@@ -202,7 +202,7 @@ func NewSandbox(cfg SandboxConfig, logger *slog.Logger) (*Sandbox, error) {
 	s := &Sandbox{
 		cfg: cfg, logger: logger, httpc: hc, ctx: ctx, cancel: cancel,
 		payments: map[string]*Payment{}, failures: map[string]string{}, refunds: map[string]*Refund{},
-		reserved: map[string]int64{}, idem: map[string]idemEntry{},
+		reserved: map[string]int64{}, idem: map[string]idemEntry{}, timers: map[*time.Timer]struct{}{},
 		latency: cfg.Latency, retryAfter: cfg.RetryAfter,
 	}
 	s.mux = http.NewServeMux()
@@ -244,10 +244,10 @@ func (s *Sandbox) Serve(ctx context.Context, ln net.Listener) error {
 func (s *Sandbox) Close() {
 	s.mu.Lock()
 	s.closed = true
-	for _, t := range s.timers {
+	for t := range s.timers {
 		t.Stop()
 	}
-	s.timers = nil
+	clear(s.timers)
 	s.mu.Unlock()
 	s.cancel()
 	s.wg.Wait()
@@ -349,7 +349,7 @@ func (s *Sandbox) handle(endpoint func(r *http.Request, body []byte) answer) htt
 			fault = s.ratioMode
 		}
 		retryAfter := s.retryAfter
-		s.calls = append(s.calls, Call{Method: r.Method, Path: r.URL.Path, IdempotencyKey: keyed.IdempotencyKey, Injected: fault})
+		s.calls = keepLast(append(s.calls, Call{Method: r.Method, Path: r.URL.Path, IdempotencyKey: keyed.IdempotencyKey, Injected: fault}))
 		s.mu.Unlock()
 
 		if latency > 0 {
@@ -641,12 +641,32 @@ func (s *Sandbox) getRefund(r *http.Request, _ []byte) answer {
 	return answer{http.StatusOK, refundResponse{Refund: &out}}
 }
 
-// afterLocked runs f after d unless the sandbox closes first. s.mu is held.
+// afterLocked runs f after d unless the sandbox closes first. s.mu is held; a fired timer forgets
+// itself (taking s.mu, so only once afterLocked's caller released it).
 func (s *Sandbox) afterLocked(d time.Duration, f func()) {
 	if s.closed {
 		return
 	}
-	s.timers = append(s.timers, time.AfterFunc(d, f))
+	var t *time.Timer
+	t = time.AfterFunc(d, func() {
+		f()
+		s.mu.Lock()
+		delete(s.timers, t)
+		s.mu.Unlock()
+	})
+	s.timers[t] = struct{}{}
+}
+
+// inspected bounds what the sandbox keeps for inspection (Calls, Deliveries): it runs inside every
+// `taki serve` by default, for as long as the server runs.
+const inspected = 10000
+
+// keepLast drops all but the last inspected entries of list.
+func keepLast[T any](list []T) []T {
+	if len(list) <= inspected {
+		return list
+	}
+	return append(list[:0:0], list[len(list)-inspected:]...)
 }
 
 // emitLocked sends a signed webhook event in the background, retrying non-2xx answers. s.mu is held.
@@ -688,7 +708,7 @@ func (s *Sandbox) deliver(eventID, typ string, body []byte) {
 		cancel()
 		d.Err = err
 		s.mu.Lock()
-		s.deliveries = append(s.deliveries, d)
+		s.deliveries = keepLast(append(s.deliveries, d))
 		s.mu.Unlock()
 		if err == nil && d.Status >= 200 && d.Status < 300 {
 			return

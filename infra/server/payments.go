@@ -242,6 +242,10 @@ func (g gateway) classify(ctx context.Context, err error) error {
 	switch {
 	case errors.As(err, &unavailable):
 		return &handlers.ProviderRetryError{Err: err, After: unavailable.RetryAfter}
+	case errors.As(err, &api) && (api.StatusCode == http.StatusUnauthorized || api.StatusCode == http.StatusForbidden):
+		// Our credentials, not the payment, are wrong: hold the payment until an operator fixes
+		// them rather than fail it.
+		return &handlers.ProviderRetryError{Err: err, After: time.Minute}
 	case errors.As(err, &api) && !api.Transient():
 		return nil // a decision: the caller records it as failed
 	case errors.As(err, &api):
