@@ -12,3 +12,9 @@ import (
 func SetAfterWrite(p *Projector, f func(ctx context.Context, tx pgx.Tx, env events.Envelope)) {
 	p.afterFlush = f
 }
+
+// SetMaxWaiting lowers how many events r holds behind an unfinished one, and calls full whenever it
+// does not read because that many wait.
+func SetMaxWaiting(r *ProcessRunner, n int, full func()) {
+	r.maxWaiting, r.full = n, full
+}

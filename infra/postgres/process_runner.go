@@ -49,6 +49,10 @@ type ProcessRunner struct {
 	store    *EventStore
 	notifier *Notifier
 	cfg      ProcessConfig
+	// maxWaiting is maxWaiting, smaller in tests; full, when set by tests, runs each time the
+	// runner does not read because that many events wait.
+	maxWaiting int
+	full       func()
 }
 
 // NewProcessRunner checks cfg.
@@ -68,7 +72,7 @@ func NewProcessRunner(pool *pgxpool.Pool, store *EventStore, notifier *Notifier,
 	if cfg.Concurrency < 1 || cfg.BatchSize < 1 || cfg.PollInterval < 0 {
 		return nil, errors.New("new process runner: concurrency, batch size and poll interval must be positive")
 	}
-	return &ProcessRunner{pool: pool, store: store, notifier: notifier, cfg: cfg}, nil
+	return &ProcessRunner{pool: pool, store: store, notifier: notifier, cfg: cfg, maxWaiting: maxWaiting}, nil
 }
 
 // Run campaigns for the group's lock and, while it holds it, handles events, until ctx ends.
@@ -147,10 +151,12 @@ func (r *ProcessRunner) lead(ctx context.Context, lock *pgxpool.Conn) error {
 		var batch []events.Envelope
 		// While an event is unfinished (a provider outage), those after it wait with it: reading
 		// stops once maxWaiting of them are held, so memory stays bounded however long it lasts.
-		if len(wait) < maxWaiting {
+		if len(wait) < r.maxWaiting {
 			if batch, err = r.store.ReadLog(ctx, read, "", r.cfg.BatchSize); err != nil {
 				return err
 			}
+		} else if r.full != nil {
+			r.full()
 		}
 		for _, e := range batch {
 			read = e.Position

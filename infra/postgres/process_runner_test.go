@@ -63,14 +63,22 @@ func (r *processRecorder) waitFor(t *testing.T, n int) {
 	}
 }
 
-func runProcess(t *testing.T, e *tailEnv, r *processRecorder) (*ProcessRunner, func()) {
+// runProcess runs a runner handing r the log's logins; tune, if given, changes it before it runs.
+func runProcess(t *testing.T, e *tailEnv, r *processRecorder, tune ...func(*ProcessConfig, *ProcessRunner)) (*ProcessRunner, func()) {
 	t.Helper()
-	runner, err := NewProcessRunner(e.pool, e.store, e.notifier, ProcessConfig{
+	cfg := ProcessConfig{
 		Name: "test", Types: []string{events.UserLoggedIn{}.EventType()}, Handle: r.handle, Logger: logging.Discard(),
 		PollInterval: 50 * time.Millisecond,
-	})
+	}
+	for _, f := range tune {
+		f(&cfg, nil)
+	}
+	runner, err := NewProcessRunner(e.pool, e.store, e.notifier, cfg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, f := range tune {
+		f(nil, runner)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -194,4 +202,55 @@ func TestProcessRunnerLeadRunsWhileLeading(t *testing.T) {
 	if second := waitLead(); second.Err() != nil {
 		t.Error("the new leader's Lead context has ended")
 	}
+}
+
+// Behind an unfinished event the runner holds a bounded number of others and reads no further until
+// it finishes: a long provider outage cannot make it buffer the log.
+func TestProcessRunnerStopsReadingBehindAnUnfinishedEvent(t *testing.T) {
+	e := newTailEnv(t)
+	ctx := context.Background()
+	user := uuid.New()
+	appendLogins(t, e.store, user, 0, 1)
+	stream, err := e.store.Load(ctx, user, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendLogins(t, e.store, user, 1, 9)
+
+	r := newProcessRecorder()
+	r.hold = stream.Events[0].ID
+	full := make(chan struct{}, 1)
+	runProcess(t, e, r, func(cfg *ProcessConfig, p *ProcessRunner) {
+		if cfg != nil {
+			cfg.BatchSize = 1 // the bound is checked before each read
+			return
+		}
+		SetMaxWaiting(p, 3, func() {
+			select {
+			case full <- struct{}{}:
+			default:
+			}
+		})
+	})
+	waitFull := func() {
+		t.Helper()
+		select {
+		case <-full:
+		case <-time.After(tailWait):
+			t.Fatal("the runner never held back")
+		}
+	}
+	waitFull()
+	// The two dispatched with the held event finish; the runner, held back, reads nothing more.
+	r.waitFor(t, 2)
+	<-full // drop a signal from before
+	waitFull()
+	r.mu.Lock()
+	held := len(r.handled)
+	r.mu.Unlock()
+	if held != 2 {
+		t.Fatalf("%d events handled while the first is held, want the 2 dispatched with it", held)
+	}
+	close(r.release)
+	r.waitFor(t, 10)
 }
