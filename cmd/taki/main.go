@@ -24,10 +24,25 @@ func main() {
 			fmt.Fprintln(os.Stderr, "taki: configuration:", cfgErr)
 			os.Exit(2)
 		}
+		var usage *usageErr
+		if errors.As(err, &usage) {
+			fmt.Fprintln(os.Stderr, "taki: usage:", usage)
+			os.Exit(2)
+		}
 		fmt.Fprintln(os.Stderr, "taki:", err)
 		os.Exit(1)
 	}
 }
+
+// usageErr is a mistake on the command line: main prints it as one line and exits with status 2,
+// as for a bad TAKI_* setting, before anything was done.
+type usageErr struct {
+	Arg, Reason string
+}
+
+func (e *usageErr) Error() string { return e.Arg + ": " + e.Reason }
+
+func usageError(arg, reason string) error { return &usageErr{Arg: arg, Reason: reason} }
 
 func newRoot() *cobra.Command {
 	env := &environment{}
@@ -44,6 +59,7 @@ func newRoot() *cobra.Command {
 		newUsersCmd(env),
 		newProjectionsCmd(env),
 		newSandboxCmd(env),
+		newEventsCmd(env),
 	)
 	return root
 }

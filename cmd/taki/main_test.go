@@ -450,23 +450,34 @@ func TestMainPrintsOneLineAndExits2(t *testing.T) {
 		{[]string{"TAKI_SECRET="}, "TAKI_SECRET"},
 		{[]string{"TAKI_SECRET=" + testserver.Secret, "TAKI_HTTP_ADDR=nonsense"}, "TAKI_HTTP_ADDR"},
 	} {
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), "TAKI_MAIN_TEST_ARGS=serve", "TAKI_DATABASE_URL="+db, "TAKI_HTTP_ADDR=", "TAKI_LOG_LEVEL=")
-		cmd.Env = append(cmd.Env, tc.env...)
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		err := cmd.Run()
-		var exit *exec.ExitError
-		if !errors.As(err, &exit) || exit.ExitCode() != 2 {
-			t.Errorf("%v: %v, want exit status 2 (stderr %q)", tc.env, err, stderr.String())
-			continue
+		wantExit2(t, append([]string{"TAKI_MAIN_TEST_ARGS=serve", "TAKI_DATABASE_URL=" + db, "TAKI_HTTP_ADDR=", "TAKI_LOG_LEVEL="}, tc.env...), tc.want)
+	}
+}
+
+// wantExit2 runs the binary's main with env added to this test's environment, and checks that it
+// prints one line on stderr containing every string of want, nothing on stdout, and exits with 2.
+func wantExit2(t *testing.T, env []string, want ...string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), env...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 {
+		t.Errorf("%v: %v, want exit status 2 (stderr %q)", env, err, stderr.String())
+		return
+	}
+	lines := strings.Split(strings.TrimRight(stderr.String(), "\n"), "\n")
+	if len(lines) != 1 {
+		t.Errorf("%v: stderr %q, want one line", env, stderr.String())
+	}
+	for _, w := range want {
+		if !strings.Contains(lines[0], w) {
+			t.Errorf("%v: stderr %q does not name %s", env, stderr.String(), w)
 		}
-		lines := strings.Split(strings.TrimRight(stderr.String(), "\n"), "\n")
-		if len(lines) != 1 || !strings.Contains(lines[0], tc.want) {
-			t.Errorf("%v: stderr %q, want one line naming %s", tc.env, stderr.String(), tc.want)
-		}
-		if stdout.Len() != 0 {
-			t.Errorf("%v: stdout %q", tc.env, stdout.String())
-		}
+	}
+	if stdout.Len() != 0 {
+		t.Errorf("%v: stdout %q", env, stdout.String())
 	}
 }
