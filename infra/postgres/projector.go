@@ -157,11 +157,31 @@ func (s *projectionState) batchDone(committed bool) {
 		s.pending = events.Position{}
 		return
 	}
-	if s.committed.Less(s.pending) {
+	// This process leads the group, so its commits are the checkpoint, in order: one below the last
+	// means the group was rewound (a replay started elsewhere), and waiters must see that.
+	if !s.pending.IsZero() && s.pending != s.committed {
 		s.committed = s.pending
 		close(s.changed)
 		s.changed = make(chan struct{})
 	}
+}
+
+// setCommitted sets the checkpoint as the database holds it, which may be behind what this process
+// saw (the group was rewound since).
+func (s *projectionState) setCommitted(p events.Position) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.committed != p {
+		s.committed = p
+		close(s.changed)
+		s.changed = make(chan struct{})
+	}
+}
+
+func (s *projectionState) leading() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.running
 }
 
 func (s *projectionState) advanceTo(p events.Position) {
@@ -437,6 +457,14 @@ func (p *Projector) WaitFor(ctx context.Context, name string, pos events.Positio
 	st, ok := p.states[name]
 	if !ok {
 		return false, fmt.Errorf("wait for unknown projection %q", name)
+	}
+	if !st.leading() {
+		// Another instance leads: what this one last saw of the checkpoint may predate a rewind.
+		cp, err := p.Checkpoint(ctx, name)
+		if err != nil {
+			return false, err
+		}
+		st.setCommitted(cp)
 	}
 	if committed, _ := st.snapshot(); committed.Less(pos) {
 		// A token beyond the end of the log was not issued by this log (or not yet committed): waiting
