@@ -54,7 +54,7 @@ func NewEventStore(pool *pgxpool.Pool, registry *events.Registry, notifier *Noti
 		registry:  registry,
 		notifier:  notifier,
 		schema:    eventLogSchema{batchSize: 1},
-		logger:    watermill.NewSlogLogger(logger),
+		logger:    watermillLogger(logger),
 		now:       now,
 		committer: newGroupCommitter(pool),
 	}, nil

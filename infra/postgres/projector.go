@@ -223,7 +223,7 @@ func (s *projectionState) setErr(err error) {
 // is active in one instance at a time (see lead); Run returns an error only for a subscriber that
 // cannot be built at all.
 func (p *Projector) Run(ctx context.Context) error {
-	logger := watermill.NewSlogLogger(p.config.Logger)
+	logger := watermillLogger(p.config.Logger)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var ready sync.WaitGroup
