@@ -1,6 +1,8 @@
 package events
 
 import (
+	"encoding/json"
+	"errors"
 	"time"
 
 	"github.com/google/uuid"
@@ -75,13 +77,22 @@ type ChatMemberRemoved struct {
 // EventType implements Event.
 func (ChatMemberRemoved) EventType() string { return "chat.member_removed" }
 
+// Message text formats. Plain is the only one written so far: text is shown as typed, never parsed for
+// markup.
+const MessageFormatPlain = "plain"
+
 // MessageSent appends a message to a chat with the next seq.
+//
+// Schema versions: v1 had no format, and every v1 message is plain text. v2 states the format of Text,
+// so that a later format (such as markdown) never has to be guessed from old messages; the upcaster
+// fills "plain" into v1 payloads.
 type MessageSent struct {
 	ChatID      uuid.UUID `json:"chat_id"`
 	MessageID   uuid.UUID `json:"message_id"`
 	Seq         int64     `json:"seq"`
 	SenderID    uuid.UUID `json:"sender_id"`
 	Text        string    `json:"text"`
+	Format      string    `json:"format"`
 	ClientMsgID string    `json:"client_msg_id,omitempty"`
 	SentAt      time.Time `json:"sent_at"`
 }
@@ -137,8 +148,22 @@ func registerChats(r *Registry) {
 	register[ChatRenamed](r, 1)
 	register[ChatMemberAdded](r, 1)
 	register[ChatMemberRemoved](r, 1)
-	register[MessageSent](r, 1)
+	register[MessageSent](r, 2)
+	r.addUpcaster("message.sent", 1, upcastMessageSentV1)
 	register[MessageEdited](r, 1)
 	register[MessageDeleted](r, 1)
 	register[ChatRead](r, 1)
+}
+
+// upcastMessageSentV1 turns a v1 message.sent into v2: v1 messages were all plain text.
+func upcastMessageSentV1(raw json.RawMessage) (json.RawMessage, error) {
+	var p map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &p); err != nil {
+		return nil, err
+	}
+	if p == nil {
+		return nil, errors.New("payload is not a JSON object")
+	}
+	p["format"] = json.RawMessage(`"` + MessageFormatPlain + `"`)
+	return json.Marshal(p)
 }

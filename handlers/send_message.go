@@ -36,7 +36,7 @@ func (h SendMessageHandler) Handle(ctx context.Context, cmd commands.SendMessage
 	claims := []events.Claim{{Kind: messageClaim, Value: id.String()}}
 	ev := events.MessageSent{
 		ChatID: cmd.ChatID, MessageID: id, Seq: c.state.LastSeq + 1, SenderID: cmd.Actor,
-		Text: text.String(), ClientMsgID: clientID.String(), SentAt: h.timestamp(),
+		Text: text.String(), Format: events.MessageFormatPlain, ClientMsgID: clientID.String(), SentAt: h.timestamp(),
 	}
 	_, err = save(ctx, h.store, chats, c, claims, ev)
 	var taken *events.ClaimTakenError

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"taki/events"
+	"taki/infra/postgres"
 	"taki/infra/postgres/pgtest"
 	"taki/queries"
 )
@@ -754,4 +755,114 @@ func TestChatsThroughProjector(t *testing.T) {
 		t.Fatalf("replay: %v, %v", ok, err)
 	}
 	check()
+}
+
+// TestChatsReplayALogHoldingMessageSentV1 writes message.sent rows at schema version 1 (no format) into
+// the log as an older binary did, beside a v2 one appended today, then checks that the event store
+// loads the chat's stream upcast, without rewriting the stored rows, and that the chats read model
+// rebuilt from scratch (reset, then a projector run) shows every message.
+func TestChatsReplayALogHoldingMessageSentV1(t *testing.T) {
+	ctx := context.Background()
+	pool, store := newLogDatabase(t)
+	chats, err := NewChats(pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b, g := uuid.New(), uuid.New(), uuid.New()
+	if _, err := store.Append(ctx, events.Append{StreamID: g, StreamType: events.StreamChat,
+		Events: []events.Event{group(g, at(0), a, b)}}); err != nil {
+		t.Fatal(err)
+	}
+	// Versions 2..4: v1 payloads, as the v1 binary marshalled them.
+	v1 := make([]uuid.UUID, 3)
+	for i := range v1 {
+		v1[i] = uuid.New()
+		payload := fmt.Sprintf(`{"chat_id":%q,"message_id":%q,"seq":%d,"sender_id":%q,"text":%q,"client_msg_id":%q,"sent_at":%q}`,
+			g, v1[i], i+1, a, fmt.Sprint("old ", i+1), fmt.Sprint("c", i+1), at(i+1).Format(time.RFC3339Nano))
+		if _, err := pool.Exec(ctx, `INSERT INTO events (transaction_id, event_id, stream_id, stream_type, version, event_type,
+				schema_version, occurred_at, payload, metadata)
+			VALUES (pg_current_xact_id(), $1, $2, 'chat', $3, 'message.sent', 1, $4, $5, '{}')`,
+			uuid.Must(uuid.NewV7()), g, i+2, at(i+1), payload); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Versions 5..7: today's binary appends a v2 message, an edit of a v1 message and a read cursor.
+	f := &chatsFixture{t: t, pool: pool, chats: chats, seqs: map[uuid.UUID]int64{g: 3}}
+	m4 := f.send(g, b, at(4), "new 4", "c4")
+	m4.Format = events.MessageFormatPlain
+	old2 := events.MessageSent{ChatID: g, MessageID: v1[1], Seq: 2, SenderID: a, ClientMsgID: "c2", SentAt: at(2)}
+	pos, err := store.Append(ctx, events.Append{StreamID: g, StreamType: events.StreamChat, ExpectedVersion: 4,
+		Events: []events.Event{m4, edited(old2, "old 2, edited", at(5)), read(g, b, 2)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The write side's read: every message.sent comes back as the current type, v1 ones as plain text.
+	stream, err := store.Load(ctx, g, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(stream.Events) != 7 {
+		t.Fatalf("loaded %d events, want 7", len(stream.Events))
+	}
+	for i, e := range stream.Events[1:5] {
+		ev, ok := e.Data.(events.MessageSent)
+		if !ok || ev.Seq != int64(i+1) || ev.Format != events.MessageFormatPlain || e.Version != int64(i+2) {
+			t.Fatalf("event %d: %s v%d %+v", e.Version, e.Type, e.SchemaVersion, e.Data)
+		}
+		want := 1 // the three rows written directly
+		if i == 3 {
+			want = 2 // appended by this binary
+		}
+		if e.SchemaVersion != want {
+			t.Fatalf("event %d loaded with schema version %d", e.Version, e.SchemaVersion)
+		}
+	}
+	if ev := stream.Events[1].Data.(events.MessageSent); ev.Text != "old 1" || ev.ClientMsgID != "c1" ||
+		ev.SenderID != a || !ev.SentAt.Equal(at(1)) || ev.MessageID != v1[0] {
+		t.Fatalf("v1 message.sent loaded as %+v", ev)
+	}
+	// Upcast on read, never rewritten: the stored rows keep their v1 version and payload.
+	var stored int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM events WHERE event_type = 'message.sent' AND schema_version = 1
+		AND NOT payload::jsonb ? 'format'`).Scan(&stored); err != nil || stored != 3 {
+		t.Fatalf("%d v1 rows left as written (%v), want 3", stored, err)
+	}
+
+	check := func(proj *postgres.Projector) {
+		t.Helper()
+		if ok, err := proj.WaitFor(ctx, chats.Name(), pos, 10*time.Second); err != nil || !ok {
+			t.Fatalf("projection did not catch up: %v, %v", ok, err)
+		}
+		page := f.history(a, g, nil, nil, 0)
+		var got []string
+		for _, m := range page.Items {
+			got = append(got, fmt.Sprintf("%d %s %s %v", m.Seq, m.Text, *m.ClientMsgID, m.EditedAt != nil))
+		}
+		want := []string{"1 old 1 c1 false", "2 old 2, edited c2 true", "3 old 3 c3 false", "4 new 4 c4 false"}
+		if !slices.Equal(got, want) {
+			t.Fatalf("history = %q, want %q", got, want)
+		}
+		if page.Items[0].ID != v1[0] || !page.Items[0].SentAt.Equal(at(1)) || page.Items[0].SenderID != a {
+			t.Fatalf("first message = %+v", page.Items[0])
+		}
+		if c := f.chat(b, g); c.LastSeq != 4 || c.UnreadCount != 1 || c.LastMessage.Text != "new 4" {
+			t.Fatalf("chat as b = %+v", c)
+		}
+	}
+
+	// A projector catches up from an empty read model, stops; the projection is reset and rebuilt from
+	// scratch by a fresh projector.
+	first, stop := startProjector(t, pool, chats)
+	check(first)
+	stop()
+	if err := postgres.ResetProjection(ctx, pool, chats); err != nil {
+		t.Fatal(err)
+	}
+	var left int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM chat_messages`).Scan(&left); err != nil || left != 0 {
+		t.Fatalf("after reset %d messages left (%v)", left, err)
+	}
+	second, _ := startProjector(t, pool, chats)
+	check(second)
 }

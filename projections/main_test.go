@@ -3,6 +3,7 @@ package projections
 import (
 	"context"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -36,6 +37,13 @@ func newLogDatabase(t *testing.T) (*pgxpool.Pool, *postgres.EventStore) {
 // newLogDatabase sends no wake-ups, so the projector polls, every 10 ms.
 func runProjector(t *testing.T, pool *pgxpool.Pool, store *postgres.EventStore, projs ...postgres.Projection) *postgres.Projector {
 	t.Helper()
+	proj, _ := startProjector(t, pool, projs...)
+	return proj
+}
+
+// startProjector runs projs in a real projector on pool until stop is called or the test ends.
+func startProjector(t *testing.T, pool *pgxpool.Pool, projs ...postgres.Projection) (proj *postgres.Projector, stop func()) {
+	t.Helper()
 	url := pool.Config().ConnString()
 	notifier := postgres.NewNotifier(url, logging.Discard())
 	proj, err := postgres.NewProjector(pool, events.NewRegistry(), notifier,
@@ -47,6 +55,8 @@ func runProjector(t *testing.T, pool *pgxpool.Pool, store *postgres.EventStore, 
 	done := make(chan error, 1)
 	go notifier.Run(ctx)
 	go func() { done <- proj.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return proj
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return proj, stop
 }

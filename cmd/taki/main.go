@@ -60,6 +60,7 @@ func newRoot() *cobra.Command {
 		newProjectionsCmd(env),
 		newSandboxCmd(env),
 		newEventsCmd(env),
+		newSeedCmd(env),
 	)
 	return root
 }

@@ -233,7 +233,7 @@ func TestEncodeEventDecodes(t *testing.T) {
 	if strings.Contains(payload, `\u003c`) || strings.HasSuffix(payload, "\n") {
 		t.Errorf("payload is not encoded as the server does: %s", payload)
 	}
-	got, err := events.NewRegistry().Decode(ev.EventType(), 1, []byte(payload))
+	got, err := logRegistry.Decode(ev.EventType(), logRegistry.Version(ev.EventType()), []byte(payload))
 	if err != nil {
 		t.Fatal(err)
 	}

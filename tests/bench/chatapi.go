@@ -55,21 +55,24 @@ type logRow struct {
 	Actor uuid.UUID
 }
 
+// logRegistry gives the schema version appendLogRows stamps on each event type.
+var logRegistry = events.NewRegistry()
+
 // appendLogRows inserts rows in one statement inside tx, in slice order, each stamped with tx's
 // pg_current_xact_id() as the server's own appends are. Payloads are the events' JSON as the server
-// encodes them (no HTML escaping), schema version 1.
+// encodes them (no HTML escaping), at their type's current schema version as the server writes them.
 func appendLogRows(ctx context.Context, tx pgx.Tx, rows []logRow) error {
 	const insert = `INSERT INTO events (transaction_id, event_id, stream_id, stream_type, version, event_type,
 			schema_version, occurred_at, payload, metadata)
 		SELECT pg_current_xact_id(), e.event_id, e.stream_id, e.stream_type, e.version, e.event_type,
-			1, e.occurred_at, e.payload::json, e.metadata::json
-		FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::timestamptz[], $7::text[], $8::text[])
-			WITH ORDINALITY AS e(event_id, stream_id, stream_type, version, event_type, occurred_at, payload, metadata, ord)
+			e.schema_version, e.occurred_at, e.payload::json, e.metadata::json
+		FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::timestamptz[], $7::text[], $8::text[], $9::int[])
+			WITH ORDINALITY AS e(event_id, stream_id, stream_type, version, event_type, occurred_at, payload, metadata, schema_version, ord)
 		ORDER BY e.ord`
 	n := len(rows)
 	ids, streams, types := make([]uuid.UUID, n), make([]uuid.UUID, n), make([]string, n)
 	versions, names, times := make([]int64, n), make([]string, n), make([]time.Time, n)
-	payloads, metas := make([]string, n), make([]string, n)
+	payloads, metas, schemas := make([]string, n), make([]string, n), make([]int32, n)
 	for i, r := range rows {
 		id, err := uuid.NewV7()
 		if err != nil {
@@ -82,8 +85,9 @@ func appendLogRows(ctx context.Context, tx pgx.Tx, rows []logRow) error {
 		ids[i], streams[i], types[i], versions[i] = id, r.StreamID, r.StreamType, r.Version
 		names[i], times[i], payloads[i] = r.Data.EventType(), r.OccurredAt, payload
 		metas[i] = `{"correlation_id":"` + id.String() + `","user_id":"` + r.Actor.String() + `"}`
+		schemas[i] = int32(logRegistry.Version(names[i]))
 	}
-	if _, err := tx.Exec(ctx, insert, ids, streams, types, versions, names, times, payloads, metas); err != nil {
+	if _, err := tx.Exec(ctx, insert, ids, streams, types, versions, names, times, payloads, metas, schemas); err != nil {
 		return fmt.Errorf("append %d events: %w", n, err)
 	}
 	return nil

@@ -199,7 +199,7 @@ func appendChatLog(ctx context.Context, conn *pgx.Conn, users []benchUser, n, ch
 		clientID := "h-" + strconv.FormatInt(seq, 10)
 		rows = append(rows, logRow{StreamID: chat, StreamType: events.StreamChat, Version: seq + 1, OccurredAt: sentAt, Actor: sender,
 			Data: events.MessageSent{ChatID: chat, MessageID: uuid.NewSHA1(chat, []byte(clientID)), Seq: seq, SenderID: sender,
-				Text: messageText(int(seq)%len(users), int(seq)), ClientMsgID: clientID, SentAt: sentAt}})
+				Text: messageText(int(seq)%len(users), int(seq)), Format: events.MessageFormatPlain, ClientMsgID: clientID, SentAt: sentAt}})
 		if len(rows) == chunk || seq == int64(n) {
 			if err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error { return appendLogRows(ctx, tx, rows) }); err != nil {
 				return uuid.Nil, err
