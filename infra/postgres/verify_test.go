@@ -1,0 +1,96 @@
+package postgres_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"taki/events"
+	"taki/infra/logging"
+	. "taki/infra/postgres"
+)
+
+// latest is a test projection keeping each stream's last applied version.
+type latest struct{}
+
+func (latest) Name() string     { return "latest" }
+func (latest) Tables() []string { return []string{"test_latest"} }
+func (latest) Apply(b *pgx.Batch, e events.Envelope) error {
+	b.Queue(`INSERT INTO test_latest (stream_id, version) VALUES ($1, $2)
+		ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version`, e.StreamID, e.Version)
+	return nil
+}
+
+func TestVerifyProjectionRebuildsUpToTheCheckpointAndDiffs(t *testing.T) {
+	pool, url := setupProjectorDB(t)
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `CREATE TABLE test_latest (stream_id uuid PRIMARY KEY, version bigint NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	store, err := NewEventStore(pool, events.NewRegistry(), nil, logging.Discard(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(store.Close)
+	streams := []uuid.UUID{uuid.New(), uuid.New(), uuid.New()}
+	var positions []events.Position
+	for v := int64(1); v <= 5; v++ {
+		for _, s := range streams {
+			p, err := slowAppend(ctx, pool, s, v, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			positions = append(positions, p)
+		}
+	}
+	rp := startProjector(t, pool, url, 4, 10*time.Millisecond, nil, latest{})
+	waitAll(t, rp.Projector, "latest", positions)
+	rp.stop()
+	// Events after the checkpoint are not part of the comparison.
+	for _, s := range streams {
+		if _, err := slowAppend(ctx, pool, s, 6, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	var progressed int64
+	res, err := VerifyProjection(ctx, pool, store, latest{}, VerifyOptions{BatchSize: 4, Progress: func(n int64) { progressed = n }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Diffs) != 0 || res.Events != 15 || progressed != 15 || res.Checkpoint != positions[len(positions)-1] {
+		t.Fatalf("consistent read model: %+v (progress %d), want no diff over 15 events up to %s", res, progressed, positions[len(positions)-1])
+	}
+
+	if _, err := pool.Exec(ctx, `UPDATE test_latest SET version = 42 WHERE stream_id = $1`, streams[0]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `DELETE FROM test_latest WHERE stream_id = $1`, streams[1]); err != nil {
+		t.Fatal(err)
+	}
+	res, err = VerifyProjection(ctx, pool, store, latest{}, VerifyOptions{Sample: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Diffs) != 1 {
+		t.Fatalf("diffs %+v, want one table", res.Diffs)
+	}
+	d := res.Diffs[0]
+	if d.Table != "test_latest" || d.OnlyLiveCount != 1 || d.OnlyRebuildCount != 2 || len(d.OnlyRebuild) != 1 || len(d.OnlyLive) != 1 {
+		t.Fatalf("diff %+v", d)
+	}
+	if !strings.Contains(d.OnlyLive[0], streams[0].String()) || !strings.Contains(d.OnlyLive[0], `"version": 42`) {
+		t.Errorf("only in live: %v", d.OnlyLive)
+	}
+	var schemas int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'verify\_%'`).Scan(&schemas); err != nil {
+		t.Fatal(err)
+	}
+	if schemas != 0 {
+		t.Errorf("%d scratch schemas left", schemas)
+	}
+}
