@@ -60,6 +60,17 @@ func newProjectionsCmd(env *environment) *cobra.Command {
 	return cmd
 }
 
+// oneProjection checks that verb was given one projection name (or all); the name itself is checked
+// by replayNames.
+func oneProjection(verb string) cobra.PositionalArgs {
+	return func(_ *cobra.Command, args []string) error {
+		if len(args) != 1 {
+			return usageError("NAME", fmt.Sprintf("%s takes one projection name (%s) or all, got %d arguments", verb, strings.Join(projectionNames, ", "), len(args)))
+		}
+		return nil
+	}
+}
+
 // projectionNames are the projections replay knows, in the order "all" replays them.
 var projectionNames = []string{queries.UsersReadModel, queries.ChatsReadModel, queries.PaymentsReadModel}
 
@@ -102,12 +113,7 @@ func newReplayCmd(env *environment) *cobra.Command {
 		Long: `Replay truncates the projection's tables and rewinds its consumer group under the group's lock,
 then catches up to the log head as it was after the reset. If a server leads the consumer group it does
 the work and this command follows its progress; otherwise this command applies the log itself.`,
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) != 1 {
-				return usageError("NAME", fmt.Sprintf("replay takes one projection name (%s) or all, got %d arguments", strings.Join(projectionNames, ", "), len(args)))
-			}
-			return nil
-		},
+		Args: oneProjection("replay"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			names, err := replayNames(args[0])
 			if err != nil {
@@ -368,12 +374,7 @@ func newVerifyCmd(env *environment) *cobra.Command {
 checkpoint into scratch tables (in a transaction that is rolled back), and compares them with the live
 tables both ways. It prints the differing rows and exits 1 when they differ; the live read model is not
 changed. A running server's subscriber for the group waits while it runs.`,
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) != 1 {
-				return usageError("NAME", fmt.Sprintf("verify takes one projection name (%s) or all, got %d arguments", strings.Join(projectionNames, ", "), len(args)))
-			}
-			return nil
-		},
+		Args: oneProjection("verify"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			names, err := replayNames(args[0])
 			if err != nil {
