@@ -44,6 +44,17 @@ func (c chat) isGroupAdmin(id uuid.UUID) bool {
 	return ok && c.Type == events.ChatGroup && m.Role == events.ChatRoleAdmin
 }
 
+// admins counts the group's admins.
+func (c chat) admins() int {
+	n := 0
+	for _, m := range c.Members {
+		if m.Role == events.ChatRoleAdmin {
+			n++
+		}
+	}
+	return n
+}
+
 // readBy counts the members other than sender whose read cursor reached seq.
 func (c chat) readBy(seq int64, sender uuid.UUID) int64 {
 	var n int64

@@ -141,6 +141,12 @@ func (p *PaymentProcess) retry(ctx context.Context, f func() error) error {
 		if err == nil || ctx.Err() != nil {
 			return err
 		}
+		// A refusal of the outcome's command will be refused again: retrying it would hold the
+		// runner's checkpoint, and every event behind it, for good. Other errors (the provider, the
+		// database) may clear.
+		if _, refused := commands.AsError(err); refused {
+			return err
+		}
 		var again *ProviderRetryError
 		d := wait
 		if errors.As(err, &again) && again.After > d {

@@ -24,8 +24,14 @@ func (h RemoveChatMemberHandler) Handle(ctx context.Context, cmd commands.Remove
 	if cmd.UserID != cmd.Actor && !c.state.isGroupAdmin(cmd.Actor) {
 		return struct{}{}, commands.Forbidden("only a group's admins may remove other members")
 	}
-	if _, ok := c.state.member(cmd.UserID); !ok {
+	removed, ok := c.state.member(cmd.UserID)
+	if !ok {
 		return struct{}{}, commands.NotFound("member")
+	}
+	// API.md has no way to make an admin: a group left without one could never be renamed or
+	// managed again.
+	if removed.Role == events.ChatRoleAdmin && len(c.state.Members) > 1 && c.state.admins() == 1 {
+		return struct{}{}, commands.Conflict("the group's only admin cannot leave while it has other members")
 	}
 	_, err = save(ctx, h.store, chats, c, nil, events.ChatMemberRemoved{ChatID: cmd.ChatID, UserID: cmd.UserID, RemovedBy: cmd.Actor})
 	return struct{}{}, err

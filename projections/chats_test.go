@@ -559,23 +559,11 @@ func chatsScenario(a, b, c, g uuid.UUID) []events.Event {
 
 func dumpChats(t *testing.T, pool *pgxpool.Pool) string {
 	t.Helper()
-	var out []string
-	for _, q := range []string{
+	return dumpRows(t, pool,
 		`SELECT to_jsonb(x)::text FROM chats x ORDER BY id`,
 		`SELECT to_jsonb(x)::text FROM chat_members x ORDER BY chat_id, user_id`,
 		`SELECT to_jsonb(x)::text FROM chat_messages x ORDER BY chat_id, seq`,
-	} {
-		rows, err := pool.Query(context.Background(), q)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, s...)
-	}
-	return strings.Join(out, "\n")
+	)
 }
 
 func TestChatsApplyTwiceChangesNothing(t *testing.T) {

@@ -3,10 +3,12 @@ package projections
 import (
 	"context"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"taki/events"
@@ -59,4 +61,23 @@ func startProjector(t *testing.T, pool *pgxpool.Pool, projs ...postgres.Projecti
 	stop = func() { once.Do(func() { cancel(); <-done }) }
 	t.Cleanup(stop)
 	return proj, stop
+}
+
+// dumpRows runs each query (rows of one text column, in a fixed order) and joins every row, so two
+// states of a read model compare as strings.
+func dumpRows(t *testing.T, pool *pgxpool.Pool, queries ...string) string {
+	t.Helper()
+	var out []string
+	for _, q := range queries {
+		rows, err := pool.Query(context.Background(), q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, s...)
+	}
+	return strings.Join(out, "\n")
 }

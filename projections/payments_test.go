@@ -365,23 +365,11 @@ func paymentsScenario(u uuid.UUID) []events.Event {
 
 func dumpPayments(t *testing.T, pool *pgxpool.Pool) string {
 	t.Helper()
-	var out []string
-	for _, q := range []string{
+	return dumpRows(t, pool,
 		`SELECT to_jsonb(x)::text FROM payments x ORDER BY id`,
 		`SELECT to_jsonb(x)::text FROM payment_refunds x ORDER BY id`,
 		`SELECT to_jsonb(x)::text FROM billing_summaries x ORDER BY user_id, currency`,
-	} {
-		rows, err := pool.Query(context.Background(), q)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, s...)
-	}
-	return strings.Join(out, "\n")
+	)
 }
 
 func TestPaymentsApplyTwiceChangesNothing(t *testing.T) {

@@ -215,11 +215,13 @@ func TestProjectionsReplayWithoutServer(t *testing.T) {
 	assertCaughtUp(t, srv.Pool)
 }
 
-func TestProjectionsReplayWhileServerRuns(t *testing.T) {
+// seededServer seeds a log on a database of its own, then starts a server on it whose projections
+// have caught up with that log.
+func seededServer(t *testing.T, withPayments bool) *testserver.Server {
+	t.Helper()
 	db := pgtest.NewDatabase(t)
 	useDatabase(t, db)
-	idle := idleServer(t)
-	seedLog(t, idle.Bus, false)
+	seedLog(t, idleServer(t).Bus, withPayments)
 	srv := testserver.Start(t, db)
 	head := logHeadOf(t, srv.Pool)
 	for _, name := range projectionNames {
@@ -227,6 +229,11 @@ func TestProjectionsReplayWhileServerRuns(t *testing.T) {
 			t.Fatalf("server projection %s did not reach %s: %v", name, head, err)
 		}
 	}
+	return srv
+}
+
+func TestProjectionsReplayWhileServerRuns(t *testing.T) {
+	srv := seededServer(t, false)
 	before := dumpReadModels(t, srv.Pool)
 	assertServerLeads(t, srv)
 

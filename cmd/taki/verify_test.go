@@ -18,7 +18,6 @@ import (
 	"taki/infra/bus"
 	"taki/infra/postgres/pgtest"
 	"taki/queries"
-	"taki/tests/testserver"
 )
 
 // scratchSchemas counts the schemas verify creates; it must leave none behind.
@@ -137,17 +136,7 @@ func TestProjectionsVerifyFindsDifferences(t *testing.T) {
 }
 
 func TestProjectionsVerifyWhileServerRuns(t *testing.T) {
-	db := pgtest.NewDatabase(t)
-	useDatabase(t, db)
-	idle := idleServer(t)
-	seedLog(t, idle.Bus, true)
-	srv := testserver.Start(t, db)
-	head := logHeadOf(t, srv.Pool)
-	for _, name := range projectionNames {
-		if ok, err := srv.Projector.WaitFor(context.Background(), name, head, time.Minute); err != nil || !ok {
-			t.Fatalf("server projection %s did not reach %s: %v", name, head, err)
-		}
-	}
+	srv := seededServer(t, true)
 	assertServerLeads(t, srv)
 
 	// Keep writing while verify runs: the server's subscribers go on between verify's runs.
@@ -156,7 +145,7 @@ func TestProjectionsVerifyWhileServerRuns(t *testing.T) {
 	var writeErr error
 	wg.Go(func() {
 		for i := 0; ctx.Err() == nil; i++ {
-			_, _, err := bus.Send[queries.User](ctx, idle.Bus, commands.RegisterUser{
+			_, _, err := bus.Send[queries.User](ctx, srv.Bus, commands.RegisterUser{
 				UserID: uuid.Must(uuid.NewV7()), Email: fmt.Sprintf("during-verify-%d-%s@example.com", i, uuid.NewString()[:8]),
 				Password: "correct horse battery", DisplayName: fmt.Sprintf("During Verify %d", i),
 			})
@@ -180,7 +169,7 @@ func TestProjectionsVerifyWhileServerRuns(t *testing.T) {
 		t.Fatal(writeErr)
 	}
 	// The server still leads and catches up with everything written meanwhile.
-	head = logHeadOf(t, srv.Pool)
+	head := logHeadOf(t, srv.Pool)
 	for _, name := range projectionNames {
 		if ok, err := srv.Projector.WaitFor(context.Background(), name, head, time.Minute); err != nil || !ok {
 			t.Fatalf("server projection %s did not reach %s after verify: %v", name, head, err)

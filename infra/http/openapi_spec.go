@@ -608,7 +608,7 @@ func addChatsAndMessages(b *specBuilder) {
 		ok: []answer{{status: 204, description: "Removed"}},
 		fails: []answer{notMember,
 			{status: 403, description: "Neither a group admin nor the member itself (forbidden), or missing CSRF token (csrf)"},
-			{status: 409, description: "Not a group chat (conflict)"}}})
+			{status: 409, description: "Not a group chat, or the group's only admin leaving while others remain (conflict)"}}})
 	b.add(op{method: "POST", path: "/api/v1/chats/{id}/messages", id: "sendMessage", summary: "Send a message",
 		tag: tagMessages, body: ref("SendMessage"),
 		ok: []answer{

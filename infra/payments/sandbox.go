@@ -657,13 +657,14 @@ func (s *Sandbox) afterLocked(d time.Duration, f func()) {
 	s.timers[t] = struct{}{}
 }
 
-// inspected bounds what the sandbox keeps for inspection (Calls, Deliveries): it runs inside every
+// inspected (up to twice it) bounds what the sandbox keeps for inspection (Calls, Deliveries): it runs inside every
 // `taki serve` by default, for as long as the server runs.
 const inspected = 10000
 
-// keepLast drops all but the last inspected entries of list.
+// keepLast drops all but the last inspected entries of list once it holds twice that many, so the
+// copy happens once per inspected appends, not on each.
 func keepLast[T any](list []T) []T {
-	if len(list) <= inspected {
+	if len(list) < 2*inspected {
 		return list
 	}
 	return append(list[:0:0], list[len(list)-inspected:]...)

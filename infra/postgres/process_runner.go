@@ -169,10 +169,20 @@ func (r *ProcessRunner) lead(ctx context.Context, lock *pgxpool.Conn) error {
 				continue
 			}
 			it := processItem{pos: e.Position, done: make(chan struct{})}
-			select {
-			case slots <- struct{}{}:
-			case <-ctx.Done():
-				return nil
+			// Every slot may be busy for long (a provider outage): the lock is checked meanwhile too,
+			// so that a runner that lost it stops before another one leads.
+			for acquired := false; !acquired; {
+				select {
+				case slots <- struct{}{}:
+					acquired = true
+				case <-ctx.Done():
+					return nil
+				case <-time.After(leaderCheck):
+					if err := lock.Ping(ctx); err != nil {
+						return fmt.Errorf("lock connection: %w", err)
+					}
+					lastCheck = time.Now()
+				}
 			}
 			go func(e events.Envelope) {
 				defer close(it.done)

@@ -308,7 +308,7 @@ func TestRecoveryHoldingTooManyLiveFramesReadsThemFromTheLog(t *testing.T) {
 	e.log.gate, e.log.gated = gate, gated
 	e.log.gateMu.Unlock()
 	conn := e.dialSince(alice, tok, e.log.evs[4].Position)
-	<-gated
+	recvWithin(t, gated, "gated recovery read")
 	for range maxHeldFrames + 100 {
 		e.publish(alice)
 	}

@@ -384,3 +384,16 @@ func wantRefused(t *testing.T, resp *http.Response, err error, status int, slug 
 		t.Fatalf("problem %+v, want %s", p, slug)
 	}
 }
+
+// recvWithin receives from c, failing the test if nothing comes within ioWait.
+func recvWithin[T any](t testing.TB, c <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-c:
+		return v
+	case <-time.After(ioWait):
+		t.Fatalf("no %s within %s", what, ioWait)
+		var zero T
+		return zero
+	}
+}

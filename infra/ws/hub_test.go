@@ -622,7 +622,7 @@ func TestCloseDuringHandshakes(t *testing.T) {
 		}()
 	}
 	for range inFlight {
-		<-arrived
+		recvWithin(t, arrived, "frame in flight")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), ioWait)
 	defer cancel()
@@ -710,7 +710,7 @@ func TestConcurrentSendsConnectsAndCloses(t *testing.T) {
 	}
 	close(stop)
 	for range 4 {
-		<-senders
+		recvWithin(t, senders, "end of a sender")
 	}
 	e.waitSockets(0)
 	e.hub.mu.RLock()

@@ -278,6 +278,8 @@ func TestChatsGroupChat(t *testing.T) {
 	// Removing: admins remove anyone, members leave; the removed lose the chat entirely.
 	acctWantProblem(t, bob.Do(http.MethodDelete, "/api/v1/chats/"+g.ID+"/members/"+c.ID, nil), http.StatusForbidden, "forbidden")
 	acctWantStatus(t, cat.Do(http.MethodDelete, "/api/v1/chats/"+g.ID+"/members/"+c.ID, nil), http.StatusNoContent)
+	// The only admin cannot leave while others remain: nobody could manage the group again.
+	acctWantProblem(t, ann.Do(http.MethodDelete, "/api/v1/chats/"+g.ID+"/members/"+a.ID, nil), http.StatusConflict, "conflict")
 	acctWantStatus(t, ann.Do(http.MethodDelete, "/api/v1/chats/"+g.ID+"/members/"+b.ID, nil), http.StatusNoContent)
 	chatSync(t, bob, ann)
 	acctWantProblem(t, bob.Do(http.MethodGet, "/api/v1/chats/"+g.ID, nil), http.StatusNotFound, "not-found")
@@ -289,6 +291,8 @@ func TestChatsGroupChat(t *testing.T) {
 	if got := chatGet(t, ann, g.ID); len(got.Members) != 1 {
 		t.Fatalf("members after removals: %+v", got.Members)
 	}
+	// Alone, the admin may leave.
+	acctWantStatus(t, ann.Do(http.MethodDelete, "/api/v1/chats/"+g.ID+"/members/"+a.ID, nil), http.StatusNoContent)
 }
 
 // The authorization matrix: a non-member gets 404 for everything of the chat, exactly as for a chat
@@ -563,11 +567,15 @@ func TestChatsClientMsgIDReplays(t *testing.T) {
 	const racers = 8
 	var wg sync.WaitGroup
 	results := make([]testserver.Response, racers)
+	forks := make([]*testserver.Client, racers)
+	for i := range forks {
+		forks[i] = ann.Fork()
+	}
 	for i := range racers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i] = ann.Fork().Do(http.MethodPost, "/api/v1/chats/"+d.ID+"/messages", map[string]any{"text": "race", "client_msg_id": "race"})
+			results[i] = forks[i].Do(http.MethodPost, "/api/v1/chats/"+d.ID+"/messages", map[string]any{"text": "race", "client_msg_id": "race"})
 		}()
 	}
 	wg.Wait()
@@ -591,6 +599,8 @@ func TestChatsClientMsgIDReplays(t *testing.T) {
 	if created != 1 {
 		t.Fatalf("%d racing sends created a message, want 1", created)
 	}
+	// The history read waits for every write: bob's and the racers' (their tokens are the forks').
+	chatSync(t, append(forks, ann, bob)...)
 	h := chatHistory(t, ann, d.ID, "")
 	if !slices.Equal(seqsOf(h.Items), []int64{1, 2, 3}) {
 		t.Fatalf("history seqs %v, want 1 2 3", seqsOf(h.Items))
