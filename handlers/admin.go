@@ -16,6 +16,11 @@ type Projections interface {
 	// Replay empties name's read model and resets its offset under its consumer group's lock;
 	// it returns false for an unknown projection.
 	Replay(ctx context.Context, name string) (bool, error)
+	// Verify rebuilds name's read model into scratch tables up to its checkpoint and diffs them against
+	// the live ones, changing nothing; it returns false for an unknown projection.
+	Verify(ctx context.Context, name string) (queries.VerifiedProjection, bool, error)
+	// Names lists the projections in the order "all" takes them.
+	Names() []string
 }
 
 // LogReader pages the event log in consumption order.
@@ -58,6 +63,30 @@ func (h ReplayProjectionHandler) Handle(ctx context.Context, cmd commands.Replay
 		return struct{}{}, commands.NotFound("projection " + cmd.Name)
 	}
 	return struct{}{}, nil
+}
+
+// VerifyProjectionHandler answers VerifyProjection.
+type VerifyProjectionHandler struct{ *AdminHandlers }
+
+// Handle implements bus.QueryHandler.
+func (h VerifyProjectionHandler) Handle(ctx context.Context, q queries.VerifyProjection) (queries.ProjectionVerification, error) {
+	names := []string{q.Name}
+	if q.Name == "all" {
+		names = h.projections.Names()
+	}
+	out := queries.ProjectionVerification{Name: q.Name, Equal: true, Projections: make([]queries.VerifiedProjection, 0, len(names))}
+	for _, name := range names {
+		v, ok, err := h.projections.Verify(ctx, name)
+		if err != nil {
+			return out, fmt.Errorf("verify %s: %w", name, err)
+		}
+		if !ok {
+			return out, commands.NotFound("projection " + name)
+		}
+		out.Equal = out.Equal && v.Equal
+		out.Projections = append(out.Projections, v)
+	}
+	return out, nil
 }
 
 // ListEventsHandler answers ListEvents.

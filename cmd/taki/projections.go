@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -104,15 +103,14 @@ func replayNames(arg string) ([]string, error) {
 
 func newReplayCmd(env *environment) *cobra.Command {
 	var yes bool
-	// Measured on a 64k-event log: 500-1000 per transaction replays fastest; 5,000 and 20,000 are
-	// slower (~9k and ~4k events/s for chats against ~15-21k).
-	batchSize := 1000
+	batchSize := 5000
 	cmd := &cobra.Command{
 		Use:   "replay NAME|all",
 		Short: "Empty a read model and rebuild it from the event log, whether servers run or not",
 		Long: `Replay truncates the projection's tables and rewinds its consumer group under the group's lock,
-then catches up to the log head as it was after the reset. If a server leads the consumer group it does
-the work and this command follows its progress; otherwise this command applies the log itself.`,
+then applies the log up to its head as it was after the reset, in large batches, reading the log once
+for all the projections named. Servers may keep running: queries see partial read models until it is
+done, and a server's subscribers take turns with it under the same locks, so no event is applied twice.`,
 		Args: oneProjection("replay"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			names, err := replayNames(args[0])
@@ -161,17 +159,15 @@ func confirmReplay(in io.Reader, prompt io.Writer, names []string) error {
 	return errNotConfirmed
 }
 
-// replay resets each projection and runs a projector for them until every one reaches the log head as
-// it was after the resets. A server leading a consumer group keeps it; this process's projector then
-// stands by and the progress shown is the server's.
+// replay resets each projection, then brings them all back to the log head as it was after the resets
+// in one pass over the log by the batched catch-up path. A running server's subscribers may take turns
+// with it (each batch holds the groups' locks); either way each event is applied once.
 func replay(ctx context.Context, env *environment, names []string, batchSize int, out, errOut io.Writer) error {
 	cfg, err := env.config()
 	if err != nil {
 		return err
 	}
-	logger := env.logger(cfg, nil)
-	// Per projection: the group's lock connection and its subscriber's transaction; plus progress queries.
-	pool, err := postgres.Connect(ctx, cfg.DatabaseURL, int32(2*len(names)+4))
+	pool, err := postgres.Connect(ctx, cfg.DatabaseURL, 4)
 	if err != nil {
 		return err
 	}
@@ -182,122 +178,39 @@ func replay(ctx context.Context, env *environment, names []string, batchSize int
 			return err
 		}
 	}
-	registry := events.NewRegistry()
-	notifier := postgres.NewNotifier(cfg.DatabaseURL, logger)
-	store, err := postgres.NewEventStore(pool, registry, notifier, logger, time.Now)
-	if err != nil {
-		return err
-	}
-
 	for _, proj := range projs {
 		if err := postgres.ResetProjection(ctx, pool, proj); err != nil {
 			return err
 		}
 	}
-	// Wake a server's subscribers now rather than at their next poll.
-	if err := postgres.AnnounceNow(ctx, pool); err != nil {
+	store, err := postgres.NewEventStore(pool, events.NewRegistry(), nil, env.logger(cfg, nil), time.Now)
+	if err != nil {
 		return err
 	}
+	defer store.Close()
 	head, err := store.LogHead(ctx)
 	if err != nil {
 		return err
 	}
-	perProjection, err := countBetween(ctx, pool, events.Position{}, head)
+	total, err := countBetween(ctx, pool, events.Position{}, head)
 	if err != nil {
 		return err
 	}
-	total := perProjection * int64(len(projs))
-
-	projector, err := postgres.NewProjector(pool, registry, notifier, postgres.ProjectorConfig{
-		BatchSize: batchSize, Logger: logger,
-	}, projs...)
-	if err != nil {
-		return err
-	}
-	runCtx, stop := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	runErr := make(chan error, 1)
-	wg.Go(func() { notifier.Run(runCtx) })
-	wg.Go(func() { runErr <- projector.Run(runCtx) })
-	defer func() {
-		stop()
-		wg.Wait()
-	}()
-
 	start := time.Now()
 	progress := newReplayProgress(errOut, names, total)
-	// Checkpoints are cheap to read: check them often, and count the events left only to show progress.
-	check := time.NewTicker(20 * time.Millisecond)
-	defer check.Stop()
-	var shown time.Time
-	for {
-		caughtUp, err := reached(ctx, projector, names, head)
-		if err != nil {
-			return err
-		}
-		if caughtUp {
-			progress.finish(total)
-			break
-		}
-		if time.Since(shown) >= progress.every {
-			done, err := replayed(ctx, pool, projector, names, head, perProjection)
-			if err != nil {
-				return err
-			}
-			progress.update(done)
-			shown = time.Now()
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case err := <-runErr:
-			if err == nil {
-				err = errors.New("projector stopped")
-			}
-			return fmt.Errorf("replay %s: %w", strings.Join(names, ", "), err)
-		case <-check.C:
-		}
+	read, err := postgres.CatchUp(ctx, pool, events.NewRegistry(), projs, postgres.CatchUpOptions{
+		BatchSize: batchSize, Until: head,
+		Progress: func(_ events.Position, read int64) { progress.update(read) },
+	})
+	if err != nil {
+		return fmt.Errorf("replay %s: %w", strings.Join(names, ", "), err)
 	}
+	progress.finish(total)
 	elapsed := time.Since(start)
-	rate := float64(total) / max(elapsed.Seconds(), 1e-9)
+	rate := float64(read) / max(elapsed.Seconds(), 1e-9)
 	fmt.Fprintf(out, "replayed %s: %d events up to %s in %s (%.0f events/s)\n",
-		strings.Join(names, ", "), total, head, elapsed.Round(time.Millisecond), rate)
+		strings.Join(names, ", "), read, head, elapsed.Round(time.Millisecond), rate)
 	return nil
-}
-
-// reached reports whether every projection's checkpoint is at or past head.
-func reached(ctx context.Context, projector *postgres.Projector, names []string, head events.Position) (bool, error) {
-	for _, name := range names {
-		cp, err := projector.Checkpoint(ctx, name)
-		if err != nil {
-			return false, err
-		}
-		if cp.Less(head) {
-			return false, nil
-		}
-	}
-	return true, nil
-}
-
-// replayed counts the events the projections have applied up to head (each projection counts apart).
-func replayed(ctx context.Context, pool *pgxpool.Pool, projector *postgres.Projector, names []string, head events.Position, perProjection int64) (int64, error) {
-	var done int64
-	for _, name := range names {
-		cp, err := projector.Checkpoint(ctx, name)
-		if err != nil {
-			return 0, err
-		}
-		if !cp.Less(head) {
-			done += perProjection
-			continue
-		}
-		left, err := countBetween(ctx, pool, cp, head)
-		if err != nil {
-			return 0, err
-		}
-		done += perProjection - left
-	}
-	return done, nil
 }
 
 // countBetween counts the log's events after from and up to to.
@@ -320,6 +233,7 @@ type replayProgress struct {
 	bar   *progressbar.ProgressBar
 	every time.Duration
 	start time.Time
+	shown time.Time // of the last plain line
 }
 
 func newReplayProgress(w io.Writer, names []string, total int64) *replayProgress {
@@ -346,6 +260,10 @@ func (p *replayProgress) update(done int64) {
 		_ = p.bar.Set64(done)
 		return
 	}
+	if time.Since(p.shown) < p.every {
+		return
+	}
+	p.shown = time.Now()
 	elapsed := time.Since(p.start)
 	rate := float64(done) / max(elapsed.Seconds(), 1e-9)
 	line := fmt.Sprintf("replay %s: %d/%d events, %.0f events/s", p.names, done, p.total, rate)
@@ -366,7 +284,7 @@ func (p *replayProgress) finish(done int64) {
 var errVerifyDiffers = errors.New("verify: the live read model differs from a fresh rebuild")
 
 func newVerifyCmd(env *environment) *cobra.Command {
-	batchSize, sample := 1000, 20
+	batchSize, sample := 5000, 20
 	cmd := &cobra.Command{
 		Use:   "verify NAME|all",
 		Short: "Rebuild a read model into scratch tables and diff it against the live one",

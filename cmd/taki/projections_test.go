@@ -130,7 +130,7 @@ func logHeadOf(t *testing.T, pool *pgxpool.Pool) events.Position {
 	t.Helper()
 	var tx string
 	var off int64
-	if err := pool.QueryRow(context.Background(), `SELECT transaction_id::text, "offset" FROM events ORDER BY transaction_id DESC, "offset" DESC LIMIT 1`).Scan(&tx, &off); err != nil {
+	if err := pool.QueryRow(context.Background(), `SELECT e.transaction_id::text, e."offset" FROM events e ORDER BY e.transaction_id DESC, e."offset" DESC LIMIT 1`).Scan(&tx, &off); err != nil {
 		t.Fatal(err)
 	}
 	p, err := events.ParsePosition(tx + "." + fmt.Sprint(off))

@@ -705,7 +705,7 @@ func appendOne(ctx context.Context, log events.Log) error {
 func lastPosition(ctx context.Context, srv *server.Server) (events.Position, error) {
 	var p events.Position
 	var tx string
-	err := srv.Pool.QueryRow(ctx, `SELECT transaction_id::text, "offset" FROM events ORDER BY transaction_id DESC, "offset" DESC LIMIT 1`).Scan(&tx, &p.Offset)
+	err := srv.Pool.QueryRow(ctx, `SELECT e.transaction_id::text, e."offset" FROM events e ORDER BY e.transaction_id DESC, e."offset" DESC LIMIT 1`).Scan(&tx, &p.Offset)
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return p, err
 	}

@@ -22,6 +22,13 @@ func (a *api) replayProjection(c *gin.Context) {
 	}
 }
 
+func (a *api) verifyProjection(c *gin.Context) {
+	v, ok := ask[queries.ProjectionVerification](c, a.Bus, queries.VerifyProjection{Name: c.Param("name")})
+	if ok {
+		c.JSON(http.StatusOK, v)
+	}
+}
+
 func (a *api) listEvents(c *gin.Context) {
 	limit, ok := queryLimit(c)
 	if !ok {

@@ -452,6 +452,29 @@ func schemas() map[string]*Schema {
 		"lag_events": nonNegative(),
 		"status":     str(),
 	})
+	rows := func(d string) *Schema {
+		return described(array(&Schema{Type: SchemaType{"object"}, AdditionalProperties: ptr(true)}), d)
+	}
+	tableDifference := object(map[string]*Schema{
+		"table":              str(),
+		"only_live":          rows("Up to 20 rows, as JSON objects, that the live table holds and the rebuild does not"),
+		"only_live_count":    described(nonNegative(), "Every such row"),
+		"only_rebuild":       rows("Up to 20 rows, as JSON objects, that the rebuild holds and the live table does not"),
+		"only_rebuild_count": described(nonNegative(), "Every such row"),
+	})
+	verifiedProjection := object(map[string]*Schema{
+		"name":        str(),
+		"checkpoint":  described(str(), "Position of the last applied event: the rebuild replays the log up to it"),
+		"events":      described(nonNegative(), "Events of the log, up to the checkpoint, read into the rebuild"),
+		"elapsed_ms":  nonNegative(),
+		"equal":       boolean(),
+		"differences": described(array(ref("TableDifference")), "Only the tables that differ; empty when equal"),
+	})
+	verification := object(map[string]*Schema{
+		"name":        described(str(), "The projection asked for, or all"),
+		"equal":       described(boolean(), "Whether every verified projection is equal"),
+		"projections": array(ref("VerifiedProjection")),
+	})
 	event := &Schema{
 		Type:        SchemaType{"object"},
 		Description: "One entry of the event log",
@@ -521,6 +544,11 @@ func schemas() map[string]*Schema {
 		"ReadyStatus":       object(map[string]*Schema{"status": enum("ready")}),
 		"CreateChatRequest": {OneOf: []*Schema{ref("CreateDirectChat"), ref("CreateGroupChat")}},
 		"OpenAPIDocument":   {Type: SchemaType{"object"}, Description: "This document"},
+
+		// POST /api/v1/admin/projections/{name}/verify
+		"ProjectionVerification": verification,
+		"VerifiedProjection":     verifiedProjection,
+		"TableDifference":        tableDifference,
 	}
 }
 
@@ -693,6 +721,14 @@ func addAdmin(b *specBuilder) {
 	b.add(op{method: "POST", path: "/api/v1/admin/projections/{name}/replay", id: "replayProjection",
 		summary: "Rebuild a projection from the event log", tag: tagAdmin, access: admin, noConsistencyHeaders: true,
 		ok:    []answer{{status: 202, description: "Replay started"}},
+		fails: []answer{{status: 404, description: "No such projection (not-found)"}}})
+	b.add(op{method: "POST", path: "/api/v1/admin/projections/{name}/verify", id: "verifyProjection",
+		summary: "Diff a projection's read model against a rebuild", tag: tagAdmin, access: admin, noConsistencyHeaders: true,
+		description: "name is a projection or all. Rebuilds each read model from the event log up to its checkpoint " +
+			"into scratch tables (in a transaction rolled back at the end: nothing changes) and compares them with the " +
+			"live tables both ways. The projection's subscriber waits meanwhile; for large read models use " +
+			"`taki projections verify`.",
+		ok:    []answer{{status: 200, description: "The comparison; equal is false when any table differs", schema: ref("ProjectionVerification")}},
 		fails: []answer{{status: 404, description: "No such projection (not-found)"}}})
 	b.add(op{method: "GET", path: "/api/v1/admin/events", id: "listEvents", summary: "The event log", tag: tagAdmin,
 		access: admin, noConsistencyHeaders: true,

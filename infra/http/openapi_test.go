@@ -205,7 +205,8 @@ func TestSpecCoversEveryRoute(t *testing.T) {
 		"DELETE /api/v1/chats/:id/messages/:message_id", "POST /api/v1/chats/:id/read",
 		"POST /api/v1/payments", "GET /api/v1/payments", "GET /api/v1/payments/:id", "POST /api/v1/payments/:id/refunds",
 		"GET /api/v1/billing/summary", "POST /api/v1/provider-webhooks/square",
-		"GET /api/v1/admin/projections", "POST /api/v1/admin/projections/:name/replay", "GET /api/v1/admin/events",
+		"GET /api/v1/admin/projections", "POST /api/v1/admin/projections/:name/replay", "POST /api/v1/admin/projections/:name/verify",
+		"GET /api/v1/admin/events",
 		"GET /healthz", "GET /readyz", "GET /metrics", "GET /openapi.json", "GET /ws",
 	}
 	got := routeStrings(Spec())

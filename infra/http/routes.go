@@ -95,6 +95,7 @@ func NewRouter(d Deps) (*gin.Engine, error) {
 	admin := authed.Group("/admin", a.requireAdmin)
 	admin.GET("/projections", a.listProjections)
 	admin.POST("/projections/:name/replay", a.replayProjection)
+	admin.POST("/projections/:name/verify", a.verifyProjection)
 	admin.GET("/events", a.listEvents)
 	return e, nil
 }

@@ -168,6 +168,28 @@ func (r *rowScan) message() (*message.Message, error) {
 	return msg, nil
 }
 
+// envelope decodes the row straight into an envelope, as DecodeMessage(reg, message()) does, without
+// the detour through a watermill message's string metadata (a third of a replay's decoding time).
+func (r *rowScan) envelope(reg *events.Registry) (events.Envelope, error) {
+	var tm traceMetadata
+	if len(r.metadata) > 0 {
+		if err := json.Unmarshal(r.metadata, &tm); err != nil {
+			return events.Envelope{}, fmt.Errorf("event %s: metadata: %w", r.eventID, err)
+		}
+	}
+	env := events.Envelope{
+		ID: r.eventID, Type: r.eventType, SchemaVersion: r.schemaVersion,
+		StreamID: r.streamID, StreamType: r.streamType, Version: r.version, OccurredAt: r.occurredAt.UTC(),
+		CorrelationID: tm.CorrelationID, CausationID: tm.CausationID, ActorID: tm.UserID,
+		Position: r.position(),
+	}
+	var err error
+	if env.Data, err = reg.Decode(env.Type, env.SchemaVersion, r.payload); err != nil {
+		return env, err
+	}
+	return env, nil
+}
+
 func (s eventLogSchema) UnmarshalMessage(params wmsql.UnmarshalMessageParams) (wmsql.Row, error) {
 	var r rowScan
 	if err := r.scan(params.Row); err != nil {

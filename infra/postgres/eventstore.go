@@ -264,15 +264,15 @@ func (s *EventStore) collect(rows pgx.Rows) ([]events.Envelope, error) {
 }
 
 func (s *EventStore) decodeRow(row wmsql.Scanner) (events.Envelope, error) {
+	return decodeRow(s.registry, row)
+}
+
+func decodeRow(registry *events.Registry, row wmsql.Scanner) (events.Envelope, error) {
 	var r rowScan
 	if err := r.scan(row); err != nil {
 		return events.Envelope{}, fmt.Errorf("scan event: %w", err)
 	}
-	msg, err := r.message()
-	if err != nil {
-		return events.Envelope{}, err
-	}
-	return DecodeMessage(s.registry, msg)
+	return r.envelope(registry)
 }
 
 // ClaimOwner returns the stream that claimed value of kind (the user of an email address). Claims are

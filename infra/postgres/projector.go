@@ -78,6 +78,10 @@ type Projector struct {
 	started  chan struct{}
 	once     sync.Once
 
+	mu         sync.Mutex
+	runCtx     context.Context // Run's, while it runs: replays' catch-ups end with it
+	catchingUp map[string]bool // projections a replay is bringing back by the batched path
+
 	// afterFlush, when set by tests, runs after a message's writes were sent and before its batch commits.
 	afterFlush func(ctx context.Context, tx pgx.Tx, env events.Envelope)
 }
@@ -93,8 +97,9 @@ func NewProjector(pool *pgxpool.Pool, registry *events.Registry, notifier *Notif
 	}
 	p := &Projector{
 		pool: pool, registry: registry, notifier: notifier, config: config,
-		states:  map[string]*projectionState{},
-		started: make(chan struct{}),
+		states:     map[string]*projectionState{},
+		started:    make(chan struct{}),
+		catchingUp: map[string]bool{},
 	}
 	for _, proj := range projections {
 		if proj == nil {
@@ -226,6 +231,9 @@ func (p *Projector) Run(ctx context.Context) error {
 	logger := watermillLogger(p.config.Logger)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	p.mu.Lock()
+	p.runCtx = ctx
+	p.mu.Unlock()
 	var ready sync.WaitGroup
 	ready.Add(len(p.order))
 	errc := make(chan error, len(p.order))
@@ -252,6 +260,10 @@ func (p *Projector) Run(ctx context.Context) error {
 	case err = <-errc:
 		cancel()
 	}
+	// No catch-up may start once the wait below begins.
+	p.mu.Lock()
+	p.runCtx = nil
+	p.mu.Unlock()
 	p.running.Wait()
 	return err
 }
@@ -501,20 +513,18 @@ func (p *Projector) WaitFor(ctx context.Context, name string, pos events.Positio
 
 // logHead returns the position of the log's last event (zero for an empty log).
 func logHead(ctx context.Context, pool *pgxpool.Pool) (events.Position, error) {
-	var tx string
-	var off int64
-	err := pool.QueryRow(ctx, `SELECT transaction_id::text, "offset" FROM events ORDER BY transaction_id DESC, "offset" DESC LIMIT 1`).Scan(&tx, &off)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return events.Position{}, nil
+	return scanPosition(pool.QueryRow(ctx, headSQL("")), "read log head")
+}
+
+// headSQL reads the last event's position, of those matching where (no condition when empty). The
+// ORDER BY names the table's column: a bare transaction_id would sort by the output column of the same
+// name, the text, and put transaction 99999 after 100000.
+func headSQL(where string) string {
+	if where != "" {
+		where = " WHERE " + where
 	}
-	if err != nil {
-		return events.Position{}, fmt.Errorf("read log head: %w", err)
-	}
-	t, err := strconv.ParseUint(tx, 10, 64)
-	if err != nil {
-		return events.Position{}, fmt.Errorf("read log head: %w", err)
-	}
-	return events.Position{TxID: t, Offset: off}, nil
+	return `SELECT e.transaction_id::text, e."offset" FROM events e` + where + `
+		ORDER BY e.transaction_id DESC, e."offset" DESC LIMIT 1`
 }
 
 // Statuses reports every projection's checkpoint, lag and state as this process sees it.
@@ -530,6 +540,8 @@ func (p *Projector) Statuses(ctx context.Context) ([]queries.ProjectionStatus, e
 		switch {
 		case st.lastErr != "":
 			s.Status = "failing: " + st.lastErr
+		case p.isCatchingUp(proj.Name()):
+			s.Status = "replaying"
 		case st.running:
 			s.Status = "running"
 		case st.standby:
@@ -545,7 +557,10 @@ func (p *Projector) Statuses(ctx context.Context) ([]queries.ProjectionStatus, e
 
 // Replay empties a projection's read model and resets its offset, holding the consumer group's lock
 // (the offsets row, which every batch locks FOR UPDATE), so no batch of the old run can commit on top of
-// the emptied tables. The running subscriber then catches up from the start of the log.
+// the emptied tables. While Run runs, the projection is then brought back to the log head in the
+// background by the batched catch-up path, which takes turns with the group's subscriber (on whichever
+// instance leads it) under the same lock; a replay asked for during a catch-up only resets, and the
+// running catch-up starts over from the reset offset.
 func (p *Projector) Replay(ctx context.Context, name string) (bool, error) {
 	var proj Projection
 	for _, pr := range p.order {
@@ -563,7 +578,41 @@ func (p *Projector) Replay(ctx context.Context, name string) (bool, error) {
 	st.mu.Lock()
 	st.committed, st.pending = events.Position{}, events.Position{}
 	st.mu.Unlock()
+	p.startCatchUp(proj)
 	return true, nil
+}
+
+// startCatchUp runs CatchUp for proj in the background unless one already runs or Run does not.
+func (p *Projector) startCatchUp(proj Projection) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.runCtx == nil || p.catchingUp[proj.Name()] {
+		return
+	}
+	ctx := p.runCtx
+	p.catchingUp[proj.Name()] = true
+	p.running.Add(1)
+	go func() {
+		defer p.running.Done()
+		start := time.Now()
+		n, err := CatchUp(ctx, p.pool, p.registry, []Projection{proj}, CatchUpOptions{})
+		p.mu.Lock()
+		delete(p.catchingUp, proj.Name())
+		p.mu.Unlock()
+		switch {
+		case err != nil && ctx.Err() == nil:
+			// The group's subscriber goes on from wherever the catch-up stopped.
+			p.config.Logger.Error("replay catch-up failed; the subscriber continues it", slog.String("projection", proj.Name()), slog.String("err", err.Error()))
+		case err == nil:
+			p.config.Logger.Info("replay caught up", slog.String("projection", proj.Name()), slog.Int64("events", n), slog.Duration("took", time.Since(start)))
+		}
+	}()
+}
+
+func (p *Projector) isCatchingUp(name string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.catchingUp[name]
 }
 
 // ResetProjection truncates proj's tables and rewinds its offset in one transaction under the consumer

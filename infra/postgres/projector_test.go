@@ -140,6 +140,49 @@ func assertExactlyOnceInOrder(t *testing.T, pool *pgxpool.Pool, projection strin
 	}
 }
 
+// slowWriters appends versions 1..perWriter of one new stream per writer, the writers side by side,
+// each event in a transaction that pauses up to maxPause before it commits (slowAppend), calling
+// appended after each. done closes when they have all finished; wait waits for that, fails the test
+// on an append that failed and returns every appended position.
+func slowWriters(t *testing.T, pool *pgxpool.Pool, writers int, perWriter int64, maxPause time.Duration, appended func()) (streams []uuid.UUID, done <-chan struct{}, wait func() []events.Position) {
+	t.Helper()
+	ctx := context.Background()
+	var mu sync.Mutex
+	var last []events.Position
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for range writers {
+		stream := uuid.Must(uuid.NewV7())
+		streams = append(streams, stream)
+		wg.Go(func() {
+			for v := int64(1); v <= perWriter; v++ {
+				pos, err := slowAppend(ctx, pool, stream, v, time.Duration(rand.Int64N(int64(maxPause))))
+				if err != nil {
+					errs <- err
+					return
+				}
+				if appended != nil {
+					appended()
+				}
+				mu.Lock()
+				last = append(last, pos)
+				mu.Unlock()
+			}
+		})
+	}
+	finished := make(chan struct{})
+	go func() { wg.Wait(); close(finished) }()
+	return streams, finished, func() []events.Position {
+		t.Helper()
+		<-finished
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		return last
+	}
+}
+
 func waitAll(t *testing.T, p *Projector, name string, positions []events.Position) {
 	t.Helper()
 	for _, pos := range positions {
@@ -161,34 +204,8 @@ func TestProjectorSlowConcurrentWritersExactlyOnceInOrder(t *testing.T) {
 	defer stopOther()
 	go other.Run(otherCtx)
 	const writers, perWriter = 8, 25
-	streams := make([]uuid.UUID, writers)
-	var mu sync.Mutex
-	var last []events.Position
-	var wg sync.WaitGroup
-	errs := make(chan error, writers)
-	for w := range writers {
-		streams[w] = uuid.Must(uuid.NewV7())
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for v := int64(1); v <= perWriter; v++ {
-				pos, err := slowAppend(ctx, pool, streams[w], v, time.Duration(rand.IntN(15))*time.Millisecond)
-				if err != nil {
-					errs <- err
-					return
-				}
-				other.Appended()
-				mu.Lock()
-				last = append(last, pos)
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+	streams, _, wait := slowWriters(t, pool, writers, perWriter, 15*time.Millisecond, other.Appended)
+	last := wait()
 	waitAll(t, p.Projector, "a", last)
 	waitAll(t, p.Projector, "b", last)
 	assertExactlyOnceInOrder(t, pool, "a", streams, perWriter)

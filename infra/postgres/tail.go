@@ -188,9 +188,7 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 // event of a transaction at or after the oldest one still running), zero for an empty log. Every
 // event committed later comes after it, so reading on from it skips nothing.
 func (s *EventStore) VisibleHead(ctx context.Context) (events.Position, error) {
-	return scanPosition(s.pool.QueryRow(ctx, `SELECT transaction_id::text, "offset" FROM events
-		WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-		ORDER BY transaction_id DESC, "offset" DESC LIMIT 1`), "read the visible log head")
+	return scanPosition(s.pool.QueryRow(ctx, headSQL(`e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())`)), "read the visible log head")
 }
 
 // LogHead returns the position of the last committed event, visible to log readers yet or not (zero

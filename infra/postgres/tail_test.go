@@ -377,3 +377,29 @@ func TestLoadUntil(t *testing.T) {
 		t.Fatalf("other schema version: snapshot %v, %d events, %v", st.Snapshot, len(st.Events), err)
 	}
 }
+
+// Transaction ids are compared as numbers: 10 comes after 9 although "10" < "9" as text (a head query
+// that sorted its text output column once put transaction 99999 after 100000).
+func TestLogHeadOrdersTransactionsAsNumbers(t *testing.T) {
+	t.Parallel()
+	e := newTailEnv(t)
+	ctx := context.Background()
+	stream := uuid.Must(uuid.NewV7())
+	for i, tx := range []string{"9", "10"} {
+		if _, err := e.pool.Exec(ctx, `INSERT INTO events (transaction_id, event_id, stream_id, stream_type, version,
+				event_type, schema_version, occurred_at, payload, metadata)
+			VALUES ($1::text::xid8, $2, $3, 'user', $4, 'user.logged_in', 1, now(), '{}', '{}')`,
+			tx, uuid.Must(uuid.NewV7()), stream, i+1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range []func(context.Context) (events.Position, error){e.store.VisibleHead, e.store.LogHead} {
+		p, err := f(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.TxID != 10 {
+			t.Fatalf("head %v, want the event of transaction 10", p)
+		}
+	}
+}

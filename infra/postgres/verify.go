@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"sort"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -36,7 +37,7 @@ type VerifyResult struct {
 
 // VerifyOptions tunes VerifyProjection.
 type VerifyOptions struct {
-	// BatchSize is the number of events read and applied per round trip (default 1000).
+	// BatchSize is the number of events read and applied per round trip (default 5000).
 	BatchSize int
 	// Sample bounds the rows returned per table and direction (default 20).
 	Sample int
@@ -45,12 +46,16 @@ type VerifyOptions struct {
 }
 
 // VerifyProjection rebuilds proj from the log into scratch tables and diffs them against its live tables.
-// It holds the consumer group's offsets row locked for the whole run (a live subscriber waits between
-// batches), rebuilds up to that checkpoint in a scratch schema put first on the search_path, and rolls
-// everything back at the end: nothing it does is left behind.
+// The rebuild runs in short transactions (one per batch, as replay's) into unlogged tables of a scratch
+// schema put first on the search_path of a connection of its own, up to the live checkpoint as it was
+// when it started. Only the end holds the consumer group's lock (a live subscriber waits meanwhile):
+// it applies what the live projection applied since, then diffs. A transaction open for the whole
+// rebuild would hold back every log reader of the cluster (their visibility rule waits for the oldest
+// running writer) and make each batch walk the row versions of all the ones before it. The scratch
+// schema is dropped at the end, whatever happens.
 func VerifyProjection(ctx context.Context, pool *pgxpool.Pool, store *EventStore, proj Projection, opts VerifyOptions) (VerifyResult, error) {
 	if opts.BatchSize <= 0 {
-		opts.BatchSize = 1000
+		opts.BatchSize = 5000
 	}
 	if opts.Sample <= 0 {
 		opts.Sample = 20
@@ -65,64 +70,81 @@ func VerifyProjection(ctx context.Context, pool *pgxpool.Pool, store *EventStore
 	// statement prepared against the scratch tables is ever reused.
 	conn := pooled.Hijack()
 	defer func() { _ = conn.Close(context.Background()) }()
+	schema, err := createScratch(ctx, conn, proj.Tables())
+	if schema != "" {
+		defer func() {
+			_, _ = conn.Exec(context.WithoutCancel(ctx), `DROP SCHEMA `+pgx.Identifier{schema}.Sanitize()+` CASCADE`)
+		}()
+	}
+	if err != nil {
+		return res, err
+	}
+
+	target, err := readCheckpoint(ctx, pool, proj.Name())
+	if err != nil {
+		return res, err
+	}
+	reader := startLogReader(ctx, pool, store.registry, events.Position{}, opts.BatchSize)
+	defer reader.stop()
+	var held []events.Envelope // read past the target, kept for the end
+	// step applies on q the next batch of the log, up to to at most.
+	step := func(q pgx.Tx, to events.Position) error {
+		if len(held) == 0 {
+			select {
+			case batch := <-reader.batches:
+				if batch.err != nil {
+					return batch.err
+				}
+				held = batch.envs
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		n := sort.Search(len(held), func(i int) bool { return to.Less(held[i].Position) })
+		if n == 0 {
+			return fmt.Errorf("verify %s: the log has no event at %s (rebuilt up to %s)", proj.Name(), to, res.Checkpoint)
+		}
+		b := &pgx.Batch{}
+		if err := applyAll(b, proj, held[:n]); err != nil {
+			return fmt.Errorf("verify %s: %w", proj.Name(), err)
+		}
+		if err := q.SendBatch(ctx, b).Close(); err != nil {
+			return fmt.Errorf("rebuild %s up to %s: %w", proj.Name(), held[n-1].Position, err)
+		}
+		res.Checkpoint = held[n-1].Position
+		res.Events += int64(n)
+		held = held[n:]
+		if opts.Progress != nil {
+			opts.Progress(res.Events)
+		}
+		return nil
+	}
+	for res.Checkpoint.Less(target) {
+		if err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error { return step(tx, target) }); err != nil {
+			return res, err
+		}
+	}
+
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return res, err
 	}
 	defer func() { _ = tx.Rollback(context.Background()) }()
-
-	if _, err := tx.Exec(ctx, `SELECT 1 FROM events_offsets WHERE consumer_group = $1 FOR UPDATE`, proj.Name()); err != nil {
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM public.events_offsets WHERE consumer_group = $1 FOR UPDATE`, proj.Name()); err != nil {
 		return res, fmt.Errorf("lock %s: %w", proj.Name(), err)
 	}
-	if res.Checkpoint, err = readCheckpoint(ctx, tx, proj.Name()); err != nil {
+	live, err := readCheckpoint(ctx, tx, proj.Name())
+	if err != nil {
 		return res, err
 	}
-	var suffix [6]byte
-	_, _ = rand.Read(suffix[:])
-	schema := "verify_" + hex.EncodeToString(suffix[:])
-	scratch := pgx.Identifier{schema}.Sanitize()
-	if _, err := tx.Exec(ctx, `CREATE SCHEMA `+scratch); err != nil {
-		return res, fmt.Errorf("create scratch schema: %w", err)
+	if live.Less(target) {
+		return res, fmt.Errorf("verify %s: the projection was reset while it was verified (checkpoint %s, was %s); verify again once it has caught up", proj.Name(), live, target)
 	}
-	for _, t := range proj.Tables() {
-		if _, err := tx.Exec(ctx, `CREATE TABLE `+pgx.Identifier{schema, t}.Sanitize()+` (LIKE `+pgx.Identifier{"public", t}.Sanitize()+` INCLUDING ALL)`); err != nil {
-			return res, fmt.Errorf("create scratch table %s: %w", t, err)
-		}
-	}
-	if _, err := tx.Exec(ctx, `SET LOCAL search_path = `+scratch+`, public`); err != nil {
-		return res, fmt.Errorf("set search_path: %w", err)
-	}
-
-	after := events.Position{}
-	for after.Less(res.Checkpoint) {
-		envs, err := store.ReadLog(ctx, after, "", opts.BatchSize)
-		if err != nil {
+	for res.Checkpoint.Less(live) {
+		if err := step(tx, live); err != nil {
 			return res, err
 		}
-		if len(envs) == 0 {
-			return res, fmt.Errorf("verify %s: the log ends at %s before the checkpoint %s", proj.Name(), after, res.Checkpoint)
-		}
-		b := &pgx.Batch{}
-		for _, env := range envs {
-			if res.Checkpoint.Less(env.Position) {
-				break
-			}
-			if err := proj.Apply(b, env); err != nil {
-				return res, fmt.Errorf("apply %s %s (position %s): %w", env.Type, env.ID, env.Position, err)
-			}
-			after = env.Position
-			res.Events++
-		}
-		if b.Len() > 0 {
-			if err := tx.SendBatch(ctx, b).Close(); err != nil {
-				return res, fmt.Errorf("rebuild %s up to %s: %w", proj.Name(), after, err)
-			}
-		}
-		if opts.Progress != nil {
-			opts.Progress(res.Events)
-		}
 	}
-
 	for _, t := range proj.Tables() {
 		live, rebuilt := pgx.Identifier{"public", t}.Sanitize(), pgx.Identifier{schema, t}.Sanitize()
 		d := TableDiff{Table: t}
@@ -138,6 +160,27 @@ func VerifyProjection(ctx context.Context, pool *pgxpool.Pool, store *EventStore
 	}
 	res.Elapsed = time.Since(start)
 	return res, tx.Rollback(ctx)
+}
+
+// createScratch creates a schema holding an empty unlogged copy of each table and puts it first on
+// conn's search_path. It returns the schema's name once it exists, also with an error.
+func createScratch(ctx context.Context, conn *pgx.Conn, tables []string) (string, error) {
+	var suffix [6]byte
+	_, _ = rand.Read(suffix[:])
+	schema := "verify_" + hex.EncodeToString(suffix[:])
+	scratch := pgx.Identifier{schema}.Sanitize()
+	if _, err := conn.Exec(ctx, `CREATE SCHEMA `+scratch); err != nil {
+		return "", fmt.Errorf("create scratch schema: %w", err)
+	}
+	for _, t := range tables {
+		if _, err := conn.Exec(ctx, `CREATE UNLOGGED TABLE `+pgx.Identifier{schema, t}.Sanitize()+` (LIKE `+pgx.Identifier{"public", t}.Sanitize()+` INCLUDING ALL)`); err != nil {
+			return schema, fmt.Errorf("create scratch table %s: %w", t, err)
+		}
+	}
+	if _, err := conn.Exec(ctx, `SET search_path = `+scratch+`, public`); err != nil {
+		return schema, fmt.Errorf("set search_path: %w", err)
+	}
+	return schema, nil
 }
 
 // exceptRows returns up to limit rows of a EXCEPT ALL b as JSON, in a stable order, and their count.

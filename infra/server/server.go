@@ -245,7 +245,11 @@ func registerHandlers(b *bus.Bus, aggregates *handlers.Store, store *postgres.Ev
 	if err != nil {
 		return err
 	}
-	admin, err := handlers.NewAdminHandlers(projector, store)
+	projectionAdmin, err := postgres.NewProjectionAdmin(projector, store)
+	if err != nil {
+		return err
+	}
+	admin, err := handlers.NewAdminHandlers(projectionAdmin, store)
 	if err != nil {
 		return err
 	}
@@ -259,6 +263,7 @@ func registerHandlers(b *bus.Bus, aggregates *handlers.Store, store *postgres.Ev
 	bus.RegisterQuery(b, handlers.GetUserHandler{UserQueries: userQueries})
 	bus.RegisterQuery(b, handlers.SearchUsersHandler{UserQueries: userQueries})
 	bus.RegisterQuery(b, handlers.ListProjectionsHandler{AdminHandlers: admin})
+	bus.RegisterQuery(b, handlers.VerifyProjectionHandler{AdminHandlers: admin})
 	bus.RegisterQuery(b, handlers.ListEventsHandler{AdminHandlers: admin})
 	return nil
 }

@@ -182,8 +182,9 @@ func loadUserLog(ctx context.Context, conn *pgx.Conn, total int) (LogStats, erro
 
 func lastPosition(ctx context.Context, conn *pgx.Conn) (logPosition, error) {
 	var p logPosition
-	err := conn.QueryRow(ctx, `SELECT transaction_id::text, "offset" FROM events
-		ORDER BY transaction_id DESC, "offset" DESC LIMIT 1`).Scan(&p.TxID, &p.Offset)
+	// e.transaction_id: a bare name would sort by the text output column ("99999" > "100000").
+	err := conn.QueryRow(ctx, `SELECT e.transaction_id::text, e."offset" FROM events e
+		ORDER BY e.transaction_id DESC, e."offset" DESC LIMIT 1`).Scan(&p.TxID, &p.Offset)
 	if err != nil {
 		return p, fmt.Errorf("read last position: %w", err)
 	}

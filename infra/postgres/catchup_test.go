@@ -1,0 +1,105 @@
+package postgres_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"taki/events"
+	. "taki/infra/postgres"
+)
+
+// Catching up while a server's subscriber runs on the same group and slow writers commit late:
+// every event is applied exactly once and in order, whoever applies it.
+func TestCatchUpBesideARunningSubscriberAppliesEachEventOnce(t *testing.T) {
+	pool, url := setupProjectorDB(t)
+	rec := &recorder{name: "a"}
+	p := startProjector(t, pool, url, 7, 10*time.Millisecond, nil, rec)
+	ctx := context.Background()
+	const writers, perWriter = 6, 30
+	streams, writing, wait := slowWriters(t, pool, writers, perWriter, 10*time.Millisecond, nil)
+	rounds := 0
+	for done := false; !done; rounds++ {
+		select {
+		case <-writing:
+			done = true
+		default:
+		}
+		if _, err := CatchUp(ctx, pool, events.NewRegistry(), []Projection{rec}, CatchUpOptions{BatchSize: 5}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	last := wait()
+	waitAll(t, p.Projector, "a", last)
+	assertExactlyOnceInOrder(t, pool, "a", streams, perWriter)
+	t.Logf("%d catch-ups beside the subscriber", rounds)
+}
+
+// A group rewound while a catch-up runs (a replay started elsewhere) is caught up again from the
+// start: the catch-up reads again from the rewound checkpoint instead of going on from where it was.
+func TestCatchUpStartsOverWhenTheGroupIsRewound(t *testing.T) {
+	pool, _ := setupProjectorDB(t)
+	rec := &recorder{name: "a"}
+	ctx := context.Background()
+	streams := []uuid.UUID{uuid.Must(uuid.NewV7()), uuid.Must(uuid.NewV7())}
+	for v := int64(1); v <= 20; v++ {
+		for _, s := range streams {
+			if _, err := slowAppend(ctx, pool, s, v, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	rewound := false
+	var progress []events.Position
+	n, err := CatchUp(ctx, pool, events.NewRegistry(), []Projection{rec}, CatchUpOptions{BatchSize: 8,
+		Progress: func(reached events.Position, _ int64) {
+			progress = append(progress, reached)
+			if len(progress) == 2 && !rewound {
+				rewound = true
+				if err := ResetProjection(ctx, pool, rec); err != nil {
+					t.Error(err)
+				}
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rewound || n != 40+16 {
+		t.Fatalf("rewound %v, applied %d events; want a rewind after 16 of 40 and 56 applied", rewound, n)
+	}
+	assertExactlyOnceInOrder(t, pool, "a", streams, 20)
+	cp, err := ProjectionStatus(ctx, pool, "a")
+	if err != nil || cp.LagEvents != 0 {
+		t.Fatalf("status after catch-up: %+v, %v", cp, err)
+	}
+}
+
+// Replay through the projector empties the read model and brings it back in the background.
+func TestProjectorReplayCatchesUpInTheBackground(t *testing.T) {
+	pool, url := setupProjectorDB(t)
+	rec := &recorder{name: "a"}
+	p := startProjector(t, pool, url, 7, time.Hour, nil, rec)
+	ctx := context.Background()
+	streams := []uuid.UUID{uuid.Must(uuid.NewV7()), uuid.Must(uuid.NewV7()), uuid.Must(uuid.NewV7())}
+	var last []events.Position
+	for v := int64(1); v <= 15; v++ {
+		for _, s := range streams {
+			pos, err := slowAppend(ctx, pool, s, v, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			last = append(last, pos)
+		}
+	}
+	p.notifier.Appended()
+	waitAll(t, p.Projector, "a", last)
+	if ok, err := p.Replay(ctx, "a"); !ok || err != nil {
+		t.Fatalf("replay: %v, %v", ok, err)
+	}
+	// The subscriber polls once an hour and nothing was appended: only the replay's catch-up can
+	// bring the projection back in time.
+	waitAll(t, p.Projector, "a", last)
+	assertExactlyOnceInOrder(t, pool, "a", streams, 15)
+}
