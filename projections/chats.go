@@ -101,25 +101,67 @@ func (*Chats) Apply(b *pgx.Batch, e events.Envelope) error {
 	return nil
 }
 
-// ApplyAll implements postgres.BulkApplier: a run of consecutive message.sent events (most of a
-// messenger's log) becomes two statements whatever its length; every other event is applied as Apply
-// does. Within a run no membership or read cursor changes, so each message's effect on its chat and
-// members is known up front: the same rows Apply would write, each written once.
+// ApplyAll implements postgres.BulkApplier. Most of a messenger's log is message.sent, and events of
+// different chats touch different rows, so they may be applied in any order between chats as long as
+// each chat's own events keep theirs. Each chat's events are cut into phases: a run of its
+// message.sent, then the event that ends the run. Phase k of every chat is applied together: one bulk
+// statement pair for all their messages, then each ending event as Apply does. A batch costs as many
+// bulk statements as its busiest chat has non-message events, plus one statement per such event.
 func (c *Chats) ApplyAll(b *pgx.Batch, evs []events.Envelope) error {
-	var run []events.MessageSent
+	type phase struct {
+		sent []events.MessageSent
+		ends []events.Envelope
+	}
+	var phases []phase
+	next := map[uuid.UUID]int{} // a chat's current phase
 	for _, e := range evs {
+		id, ok := chatOf(e.Data)
+		if !ok {
+			continue // not a chat event: Apply would write nothing
+		}
+		k := next[id]
+		if k == len(phases) {
+			phases = append(phases, phase{})
+		}
 		if m, ok := e.Data.(events.MessageSent); ok {
-			run = append(run, m)
+			phases[k].sent = append(phases[k].sent, m)
 			continue
 		}
-		queueSentRun(b, run)
-		run = run[:0]
-		if err := c.Apply(b, e); err != nil {
-			return err
+		phases[k].ends = append(phases[k].ends, e)
+		next[id] = k + 1
+	}
+	for _, p := range phases {
+		queueSentRun(b, p.sent)
+		for _, e := range p.ends {
+			if err := c.Apply(b, e); err != nil {
+				return err
+			}
 		}
 	}
-	queueSentRun(b, run)
 	return nil
+}
+
+// chatOf returns the chat a chat event belongs to.
+func chatOf(e events.Event) (uuid.UUID, bool) {
+	switch ev := e.(type) {
+	case events.ChatCreated:
+		return ev.ChatID, true
+	case events.ChatRenamed:
+		return ev.ChatID, true
+	case events.ChatMemberAdded:
+		return ev.ChatID, true
+	case events.ChatMemberRemoved:
+		return ev.ChatID, true
+	case events.MessageSent:
+		return ev.ChatID, true
+	case events.MessageEdited:
+		return ev.ChatID, true
+	case events.MessageDeleted:
+		return ev.ChatID, true
+	case events.ChatRead:
+		return ev.ChatID, true
+	}
+	return uuid.Nil, false
 }
 
 // queueSentRun queues a run of message.sent in log order. As with Apply, a message applies to its chat

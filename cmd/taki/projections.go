@@ -103,7 +103,7 @@ func replayNames(arg string) ([]string, error) {
 
 func newReplayCmd(env *environment) *cobra.Command {
 	var yes bool
-	batchSize := 5000
+	batchSize := 10000
 	cmd := &cobra.Command{
 		Use:   "replay NAME|all",
 		Short: "Empty a read model and rebuild it from the event log, whether servers run or not",

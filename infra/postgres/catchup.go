@@ -7,9 +7,11 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"taki/events"
@@ -42,7 +44,9 @@ func applyAll(b *pgx.Batch, proj Projection, evs []events.Envelope) error {
 
 // CatchUpOptions tunes CatchUp.
 type CatchUpOptions struct {
-	// BatchSize is the number of events read, applied and committed per transaction (default 5000).
+	// BatchSize is the number of events read, applied and committed per transaction (default 10,000).
+	// Larger batches replay faster (on a 1M-event messenger log here: 61k events/s at 5,000, 70k at
+	// 20,000) but hold the groups' locks, and back every log reader of the cluster, for longer.
 	BatchSize int
 	// Until is where CatchUp stops: once every projection has applied the log up to it. Zero means the
 	// log's head when CatchUp starts.
@@ -54,7 +58,7 @@ type CatchUpOptions struct {
 
 func (o *CatchUpOptions) setDefaults() {
 	if o.BatchSize <= 0 {
-		o.BatchSize = 5000
+		o.BatchSize = 10_000
 	}
 }
 
@@ -88,6 +92,7 @@ func CatchUp(ctx context.Context, pool *pgxpool.Pool, registry *events.Registry,
 		}
 		until = head
 	}
+	keep := newUpkeep(projs, opts.BatchSize)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
@@ -119,6 +124,9 @@ func CatchUp(ctx context.Context, pool *pgxpool.Pool, registry *events.Registry,
 		if opts.Progress != nil && applied > 0 {
 			opts.Progress(reached, total)
 		}
+		if err := keep.after(ctx, pool, total); err != nil {
+			return total, err
+		}
 		if !reached.Less(until) {
 			return total, nil
 		}
@@ -131,6 +139,40 @@ func CatchUp(ctx context.Context, pool *pgxpool.Pool, registry *events.Registry,
 			reader = startLogReader(ctx, pool, registry, reached, opts.BatchSize)
 		}
 	}
+}
+
+// upkeep vacuums and analyzes the tables of read models being rebuilt, each time the events applied to
+// them have doubled. A table emptied by a reset has no statistics, so the planner takes it for tiny
+// and scans it whole for every statement, and with no autovacuum (or not soon enough) its updated rows
+// leave dead versions behind: a replay of a realistic log ran at a fifth of its speed without it.
+// Doubling keeps the total work within about twice the final tables' size.
+type upkeep struct {
+	tables []string
+	next   int64
+}
+
+func newUpkeep(projs []Projection, first int) *upkeep {
+	u := &upkeep{next: int64(first)}
+	for _, p := range projs {
+		for _, t := range p.Tables() {
+			u.tables = append(u.tables, pgx.Identifier{t}.Sanitize())
+		}
+	}
+	return u
+}
+
+// after runs the upkeep on q (outside any transaction) once applied reaches the next threshold.
+func (u *upkeep) after(ctx context.Context, q interface {
+	Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
+}, applied int64) error {
+	if applied < u.next || len(u.tables) == 0 {
+		return nil
+	}
+	u.next = 2 * applied
+	if _, err := q.Exec(ctx, `VACUUM (ANALYZE) `+strings.Join(u.tables, ", ")); err != nil {
+		return fmt.Errorf("vacuum %s: %w", strings.Join(u.tables, ", "), err)
+	}
+	return nil
 }
 
 // readBatch is a run of the log read ahead: the events after position after.

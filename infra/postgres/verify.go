@@ -119,8 +119,13 @@ func VerifyProjection(ctx context.Context, pool *pgxpool.Pool, store *EventStore
 		}
 		return nil
 	}
+	keep := newUpkeep([]Projection{proj}, opts.BatchSize)
 	for res.Checkpoint.Less(target) {
 		if err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error { return step(tx, target) }); err != nil {
+			return res, err
+		}
+		// On conn, whose search_path finds the scratch tables first.
+		if err := keep.after(ctx, conn, res.Events); err != nil {
 			return res, err
 		}
 	}

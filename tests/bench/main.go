@@ -40,6 +40,7 @@ func benchmarks() []Benchmark {
 		history(),
 		idleSockets(),
 		paymentsBench(),
+		replayBench(),
 	}
 }
 
