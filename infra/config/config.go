@@ -179,6 +179,14 @@ func (c *Config) validate() error {
 		if c.SquareAccessToken == "" {
 			return &Error{"TAKI_SQUARE_ACCESS_TOKEN", "is required when TAKI_PAYMENTS_PROVIDER=square"}
 		}
+		// Webhooks are optional (pending payments are also settled by asking the provider), but half
+		// of their settings is a mistake that would refuse every webhook.
+		if c.SquareWebhookSignatureKey != "" && c.SquareWebhookURL == "" {
+			return &Error{"TAKI_SQUARE_WEBHOOK_URL", "is required with TAKI_SQUARE_WEBHOOK_SIGNATURE_KEY (the signature covers the URL)"}
+		}
+		if c.SquareWebhookURL != "" && c.SquareWebhookSignatureKey == "" {
+			return &Error{"TAKI_SQUARE_WEBHOOK_SIGNATURE_KEY", "is required with TAKI_SQUARE_WEBHOOK_URL (webhooks are verified with it)"}
+		}
 	default:
 		return &Error{"TAKI_PAYMENTS_PROVIDER", fmt.Sprintf("%q is not sandbox or square", c.PaymentsProvider)}
 	}

@@ -181,6 +181,8 @@ func TestMalformedValueNamesItsVariable(t *testing.T) {
 		{"TAKI_SQUARE_BASE_URL", []string{"TAKI_SQUARE_BASE_URL", "connect.squareup.com"}},
 		{"TAKI_SQUARE_BASE_URL", []string{"TAKI_PAYMENTS_PROVIDER", "square", "TAKI_SQUARE_ACCESS_TOKEN", "t", "TAKI_SQUARE_BASE_URL", "ftp://x"}},
 		{"TAKI_SQUARE_ACCESS_TOKEN", []string{"TAKI_PAYMENTS_PROVIDER", "square", "TAKI_SQUARE_BASE_URL", "https://connect.squareup.com"}},
+		{"TAKI_SQUARE_WEBHOOK_URL", []string{"TAKI_PAYMENTS_PROVIDER", "square", "TAKI_SQUARE_BASE_URL", "https://connect.squareup.com", "TAKI_SQUARE_ACCESS_TOKEN", "t", "TAKI_SQUARE_WEBHOOK_SIGNATURE_KEY", "k"}},
+		{"TAKI_SQUARE_WEBHOOK_SIGNATURE_KEY", []string{"TAKI_PAYMENTS_PROVIDER", "square", "TAKI_SQUARE_BASE_URL", "https://connect.squareup.com", "TAKI_SQUARE_ACCESS_TOKEN", "t", "TAKI_SQUARE_WEBHOOK_URL", "https://taki.example.com/hook"}},
 		{"TAKI_SESSION_IDLE", []string{"TAKI_SESSION_IDLE", "soon"}},
 		{"TAKI_SESSION_IDLE", []string{"TAKI_SESSION_IDLE", "0s"}},
 		{"TAKI_SESSION_IDLE", []string{"TAKI_SESSION_IDLE", "-5m"}},

@@ -125,22 +125,7 @@ func (a *api) squareWebhook(c *gin.Context) {
 			break
 		}
 		cmd := commands.RecordPaymentOutcome{PaymentID: id, ProviderPaymentID: pp.ID, ProviderEventID: ev.EventID}
-		switch pp.Status {
-		case payments.PaymentCompleted, payments.PaymentApproved:
-			cmd.Outcome = commands.OutcomeCompleted
-		case payments.PaymentPending:
-			cmd.Outcome = commands.OutcomePending
-		case payments.PaymentFailed, payments.PaymentCanceled:
-			cmd.Outcome = commands.OutcomeFailed
-			cmd.FailureCode = pp.FailureCode
-			if cmd.FailureCode == "" {
-				cmd.FailureCode = string(pp.Status)
-			}
-		}
-		if cmd.Outcome == "" {
-			log.Info("provider webhook with a status that decides nothing", slog.String("status", string(pp.Status)))
-			break
-		}
+		cmd.Outcome, cmd.FailureCode = pp.Outcome()
 		_, _, err = bus.Send[queries.Payment](ctx, a.Bus, cmd)
 		switch {
 		case commands.IsKind(err, commands.KindNotFound):

@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"taki/commands"
 	"taki/infra/logging"
 	"taki/infra/payments"
 )
@@ -683,5 +684,23 @@ func TestConstructorsRefuseBadInput(t *testing.T) {
 	c := newClient(t, "http://127.0.0.1:1", nil)
 	if _, err := c.CreatePayment(ctxT(t), pay(strings.Repeat("k", 46), payments.NonceOK, 1)); err == nil {
 		t.Error("CreatePayment accepted a 46-character key")
+	}
+}
+
+func TestPaymentOutcome(t *testing.T) {
+	for _, tc := range []struct {
+		p             payments.Payment
+		outcome, code string
+	}{
+		{payments.Payment{Status: payments.PaymentCompleted}, commands.OutcomeCompleted, ""},
+		// Authorised, not captured yet: the capture's COMPLETED decides it.
+		{payments.Payment{Status: payments.PaymentApproved}, commands.OutcomePending, ""},
+		{payments.Payment{Status: payments.PaymentPending}, commands.OutcomePending, ""},
+		{payments.Payment{Status: payments.PaymentFailed, FailureCode: "CARD_DECLINED"}, commands.OutcomeFailed, "CARD_DECLINED"},
+		{payments.Payment{Status: payments.PaymentCanceled}, commands.OutcomeFailed, "CANCELED"},
+	} {
+		if o, c := tc.p.Outcome(); o != tc.outcome || c != tc.code {
+			t.Errorf("%s (failure code %q): outcome %q, %q; want %q, %q", tc.p.Status, tc.p.FailureCode, o, c, tc.outcome, tc.code)
+		}
 	}
 }

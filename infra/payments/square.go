@@ -13,6 +13,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"taki/commands"
 )
 
 // Provider is what Taki needs of a payments provider. *Client implements it against Square or the sandbox.
@@ -43,6 +45,22 @@ const (
 // Final reports whether no later change of the payment's status is possible (refunds aside).
 func (s PaymentStatus) Final() bool {
 	return s == PaymentCompleted || s == PaymentCanceled || s == PaymentFailed
+}
+
+// Outcome is what a payment's status decides for Taki (commands.Outcome*) and, for a failure, its
+// code. APPROVED is authorised but not yet captured: still pending, as Taki asks for autocomplete
+// and the capture's COMPLETED follows.
+func (p Payment) Outcome() (outcome, failureCode string) {
+	switch p.Status {
+	case PaymentCompleted:
+		return commands.OutcomeCompleted, ""
+	case PaymentPending, PaymentApproved:
+		return commands.OutcomePending, ""
+	}
+	if p.FailureCode != "" {
+		return commands.OutcomeFailed, p.FailureCode
+	}
+	return commands.OutcomeFailed, string(p.Status)
 }
 
 // UnmarshalJSON accepts only the statuses Square documents.

@@ -72,7 +72,7 @@ func wirePayments(cfg config.Config, logger *slog.Logger, pool *pgxpool.Pool, st
 			clientCfg.AccessToken = "taki-sandbox-token"
 		}
 	} else if rt.webhook.SignatureKey == "" || rt.webhook.URL == "" {
-		logger.Warn("TAKI_SQUARE_WEBHOOK_SIGNATURE_KEY or TAKI_SQUARE_WEBHOOK_URL is not set: every provider webhook is refused")
+		logger.Warn("TAKI_SQUARE_WEBHOOK_SIGNATURE_KEY and TAKI_SQUARE_WEBHOOK_URL are not set: provider webhooks are refused and pending payments are settled by asking the provider")
 	}
 	if opts.Client != nil {
 		opts.Client(&clientCfg)
@@ -277,17 +277,7 @@ func (g gateway) Charge(ctx context.Context, key string, amount int64, currency,
 
 func paymentDecision(p payments.Payment) handlers.ProviderDecision {
 	d := handlers.ProviderDecision{ProviderID: p.ID}
-	switch p.Status {
-	case payments.PaymentCompleted, payments.PaymentApproved:
-		d.Outcome = commands.OutcomeCompleted
-	case payments.PaymentPending:
-		d.Outcome = commands.OutcomePending
-	default:
-		d.Outcome, d.FailureCode = commands.OutcomeFailed, p.FailureCode
-		if d.FailureCode == "" {
-			d.FailureCode = string(p.Status)
-		}
-	}
+	d.Outcome, d.FailureCode = p.Outcome()
 	return d
 }
 
