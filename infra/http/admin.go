@@ -1,7 +1,9 @@
 package httpapi
 
 import (
+	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -22,7 +24,15 @@ func (a *api) replayProjection(c *gin.Context) {
 	}
 }
 
+// verifyWriteTimeout bounds a verify's answer instead of the server's write timeout.
+const verifyWriteTimeout = 30 * time.Minute
+
 func (a *api) verifyProjection(c *gin.Context) {
+	// A verify takes as long as rebuilding the read model does (tens of seconds for a million events),
+	// longer than the server's write timeout allows other answers.
+	if err := http.NewResponseController(c.Writer).SetWriteDeadline(time.Now().Add(verifyWriteTimeout)); err != nil {
+		loggerFrom(c).Warn("cannot extend the write deadline of a verify", slog.String("err", err.Error()))
+	}
 	v, ok := ask[queries.ProjectionVerification](c, a.Bus, queries.VerifyProjection{Name: c.Param("name")})
 	if ok {
 		c.JSON(http.StatusOK, v)
