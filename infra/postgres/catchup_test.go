@@ -76,11 +76,11 @@ func TestCatchUpStartsOverWhenTheGroupIsRewound(t *testing.T) {
 	}
 }
 
-// Replay through the projector empties the read model and brings it back in the background.
+// Replay through the projector empties the read model and brings it back in the background, also on
+// an instance whose subscriber stands by: the catch-up, not the subscriber, does the work.
 func TestProjectorReplayCatchesUpInTheBackground(t *testing.T) {
 	pool, url := setupProjectorDB(t)
 	rec := &recorder{name: "a"}
-	p := startProjector(t, pool, url, 7, time.Hour, nil, rec)
 	ctx := context.Background()
 	streams := []uuid.UUID{uuid.Must(uuid.NewV7()), uuid.Must(uuid.NewV7()), uuid.Must(uuid.NewV7())}
 	var last []events.Position
@@ -93,13 +93,34 @@ func TestProjectorReplayCatchesUpInTheBackground(t *testing.T) {
 			last = append(last, pos)
 		}
 	}
-	p.notifier.Appended()
-	waitAll(t, p.Projector, "a", last)
+	if _, err := CatchUp(ctx, pool, events.NewRegistry(), []Projection{rec}, CatchUpOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// Another "instance" leads the group and never applies anything.
+	leader, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer leader.Release()
+	if _, err := leader.Exec(ctx, `SELECT pg_advisory_lock($1)`, GroupLockKey("a")); err != nil {
+		t.Fatal(err)
+	}
+	p := startProjector(t, pool, url, 7, time.Hour, nil, rec)
+	select {
+	case <-p.Started():
+	case <-time.After(30 * time.Second):
+		t.Fatal("projector did not start")
+	}
+	if st := projectionStatus(t, p, "a"); st != "standby" {
+		t.Fatalf("status %q, want standby", st)
+	}
+
 	if ok, err := p.Replay(ctx, "a"); !ok || err != nil {
 		t.Fatalf("replay: %v, %v", ok, err)
 	}
-	// The subscriber polls once an hour and nothing was appended: only the replay's catch-up can
-	// bring the projection back in time.
 	waitAll(t, p.Projector, "a", last)
 	assertExactlyOnceInOrder(t, pool, "a", streams, 15)
+	if _, err := leader.Exec(ctx, `SELECT pg_advisory_unlock($1)`, GroupLockKey("a")); err != nil {
+		t.Fatal(err)
+	}
 }

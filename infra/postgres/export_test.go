@@ -18,3 +18,6 @@ func SetAfterWrite(p *Projector, f func(ctx context.Context, tx pgx.Tx, env even
 func SetMaxWaiting(r *ProcessRunner, n int, full func()) {
 	r.maxWaiting, r.full = n, full
 }
+
+// GroupLockKey is a consumer group's leader lock, for tests that keep an instance standing by.
+func GroupLockKey(group string) int64 { return groupLockKey(group) }
