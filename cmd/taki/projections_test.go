@@ -17,6 +17,7 @@ import (
 
 	"taki/commands"
 	"taki/events"
+	"taki/handlers"
 	"taki/infra/bus"
 	"taki/infra/config"
 	"taki/infra/logging"
@@ -336,5 +337,86 @@ func TestReplayProgressPlainLines(t *testing.T) {
 	line := strings.TrimSpace(b.String())
 	if !strings.HasPrefix(line, "replay users, chats: 400/1000 events, ") || !strings.Contains(line, "events/s, ETA ") || strings.Count(b.String(), "\n") != 1 {
 		t.Errorf("progress printed %q", b.String())
+	}
+}
+
+// A replay while commands keep coming: the replay's catch-up and the server's subscriber take turns
+// on the same groups, and afterwards every read model equals a fresh rebuild and holds every message.
+func TestProjectionsReplayWhileCommandsFlow(t *testing.T) {
+	srv := seededServer(t, false)
+	ctx := context.Background()
+	var chat, reader uuid.UUID
+	var members []uuid.UUID
+	rows, err := srv.Pool.Query(ctx, `SELECT chat_id, user_id FROM chat_members ORDER BY role, user_id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pgx.ForEachRow(rows, []any{&chat, &reader}, func() error {
+		members = append(members, reader)
+		return nil
+	}); err != nil || len(members) < 2 {
+		t.Fatalf("seeded chat members %v: %v", members, err)
+	}
+	send := func(i int) error {
+		m, _, err := bus.Send[handlers.SentMessage](ctx, srv.Bus, commands.SendMessage{Actor: members[i%len(members)], ChatID: chat,
+			Text: fmt.Sprintf("flowing %d", i), ClientMsgID: uuid.NewString()})
+		if err == nil && i%7 == 0 {
+			// Reads end the chats projection's bulk runs.
+			_, _, err = bus.Send[any](ctx, srv.Bus, commands.MarkChatRead{Actor: members[(i+1)%len(members)], ChatID: chat, UpToSeq: m.Message.Seq})
+		}
+		return err
+	}
+	for i := range 300 {
+		if err := send(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	stop, done := make(chan struct{}), make(chan error, 1)
+	during := 0
+	go func() {
+		for i := 300; ; i++ {
+			select {
+			case <-stop:
+				done <- nil
+				return
+			default:
+			}
+			during++
+			if err := send(i); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	out, stderr, err := takiWith(t, strings.NewReader(""), "projections", "replay", "all", "--yes", "--batch-size", "25")
+	close(stop)
+	if werr := <-done; werr != nil {
+		t.Fatalf("sending during the replay: %v", werr)
+	}
+	t.Logf("%d messages sent while the replay ran", during)
+	if err != nil {
+		t.Fatalf("replay all: %v\n%s%s", err, out, stderr)
+	}
+
+	head := logHeadOf(t, srv.Pool)
+	for _, name := range projectionNames {
+		if ok, err := srv.Projector.WaitFor(ctx, name, head, time.Minute); err != nil || !ok {
+			t.Fatalf("projection %s did not reach %s after the replay: %v", name, head, err)
+		}
+	}
+	var sent, stored int
+	if err := srv.Pool.QueryRow(ctx, `SELECT count(*) FROM events WHERE event_type = 'message.sent'`).Scan(&sent); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Pool.QueryRow(ctx, `SELECT count(*) FROM chat_messages`).Scan(&stored); err != nil {
+		t.Fatal(err)
+	}
+	if sent != stored || sent < 330 {
+		t.Fatalf("%d message.sent in the log, %d messages in the read model", sent, stored)
+	}
+	out, stderr, err = takiWith(t, strings.NewReader(""), "projections", "verify", "all")
+	if err != nil || !strings.Contains(out, "no difference") {
+		t.Fatalf("verify all after a replay under load: %v\n%s%s", err, out, stderr)
 	}
 }
