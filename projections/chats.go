@@ -68,12 +68,13 @@ func (*Chats) Apply(b *pgx.Batch, e events.Envelope) error {
 	case events.ChatMemberRemoved:
 		b.Queue(`DELETE FROM chat_members WHERE chat_id = $1 AND user_id = $2`, ev.ChatID, ev.UserID)
 	case events.MessageSent:
-		// The last_seq guard makes a second application a no-op for the chat and its members. Only the
-		// other members' unread counts change (no indexed column: HOT updates), so a message costs one
-		// index-maintaining write, its own row, whatever the chat's size.
+		// The last_seq guard makes a second application a no-op. Only the other members' unread counts
+		// change (no indexed column: HOT updates), so a message costs one index-maintaining write, its
+		// own row, whatever the chat's size. The message row needs its chat, as in ApplyAll.
 		b.Queue(`WITH msg AS (
 				INSERT INTO chat_messages (chat_id, seq, id, sender_id, text, client_msg_id, sent_at)
-				VALUES ($1, $2, $3, $4, $5, NULLIF($6, ''), $7) ON CONFLICT DO NOTHING),
+				SELECT $1, $2, $3, $4, $5, NULLIF($6, ''), $7 FROM chats WHERE id = $1 AND last_seq < $2
+				ON CONFLICT DO NOTHING),
 			c AS (
 				UPDATE chats SET last_seq = $2, last_activity_at = GREATEST(last_activity_at, $7)
 				WHERE id = $1 AND last_seq < $2 RETURNING id)

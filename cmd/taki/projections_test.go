@@ -394,6 +394,9 @@ func TestProjectionsReplayWhileCommandsFlow(t *testing.T) {
 	if werr := <-done; werr != nil {
 		t.Fatalf("sending during the replay: %v", werr)
 	}
+	if during == 0 {
+		t.Fatal("no message was sent while the replay ran: nothing took turns with it")
+	}
 	t.Logf("%d messages sent while the replay ran", during)
 	if err != nil {
 		t.Fatalf("replay all: %v\n%s%s", err, out, stderr)

@@ -126,6 +126,10 @@ func (a *api) squareWebhook(c *gin.Context) {
 		}
 		cmd := commands.RecordPaymentOutcome{PaymentID: id, ProviderPaymentID: pp.ID, ProviderEventID: ev.EventID}
 		cmd.Outcome, cmd.FailureCode = pp.Outcome()
+		if cmd.Outcome == "" {
+			log.Warn("provider webhook about a payment without a status", slog.String("provider_payment_id", pp.ID))
+			break
+		}
 		_, _, err = bus.Send[queries.Payment](ctx, a.Bus, cmd)
 		switch {
 		case commands.IsKind(err, commands.KindNotFound):

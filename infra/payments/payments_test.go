@@ -698,6 +698,7 @@ func TestPaymentOutcome(t *testing.T) {
 		{payments.Payment{Status: payments.PaymentPending}, commands.OutcomePending, ""},
 		{payments.Payment{Status: payments.PaymentFailed, FailureCode: "CARD_DECLINED"}, commands.OutcomeFailed, "CARD_DECLINED"},
 		{payments.Payment{Status: payments.PaymentCanceled}, commands.OutcomeFailed, "CANCELED"},
+		{payments.Payment{}, "", ""},
 	} {
 		if o, c := tc.p.Outcome(); o != tc.outcome || c != tc.code {
 			t.Errorf("%s (failure code %q): outcome %q, %q; want %q, %q", tc.p.Status, tc.p.FailureCode, o, c, tc.outcome, tc.code)

@@ -47,11 +47,13 @@ func (s PaymentStatus) Final() bool {
 	return s == PaymentCompleted || s == PaymentCanceled || s == PaymentFailed
 }
 
-// Outcome is what a payment's status decides for Taki (commands.Outcome*) and, for a failure, its
-// code. APPROVED is authorised but not yet captured: still pending, as Taki asks for autocomplete
+// Outcome is what a payment's status decides for Taki (commands.Outcome*; "" for a payment without
+// a status) and, for a failure, its code. APPROVED is authorised but not yet captured: still pending, as Taki asks for autocomplete
 // and the capture's COMPLETED follows.
 func (p Payment) Outcome() (outcome, failureCode string) {
 	switch p.Status {
+	case "":
+		return "", "" // no status at all decides nothing
 	case PaymentCompleted:
 		return commands.OutcomeCompleted, ""
 	case PaymentPending, PaymentApproved:

@@ -21,3 +21,10 @@ func SetMaxWaiting(r *ProcessRunner, n int, full func()) {
 
 // GroupLockKey is a consumer group's leader lock, for tests that keep an instance standing by.
 func GroupLockKey(group string) int64 { return groupLockKey(group) }
+
+// SetVerifyAttempts changes how many snapshots verify tries before it locks, until the test ends.
+func SetVerifyAttempts(t interface{ Cleanup(func()) }, n int) {
+	old := verifyAttempts
+	verifyAttempts = n
+	t.Cleanup(func() { verifyAttempts = old })
+}

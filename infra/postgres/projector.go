@@ -126,6 +126,9 @@ type projectionState struct {
 	standby   bool // another instance leads it; this one takes over when it goes
 	lastErr   string
 	backoff   bool // a message failed in the last batch
+	// resets counts replays started here: a batch that began before one must not set the checkpoint
+	// it saw back over the reset (its commit may be noticed after the reset).
+	resets uint64
 }
 
 // failed records a message that could not be applied; its batch committed what came before it.
@@ -154,11 +157,26 @@ func (s *projectionState) markPending(p events.Position) {
 	s.mu.Unlock()
 }
 
-// batchDone runs when a batch transaction ends, committed or not.
-func (s *projectionState) batchDone(committed bool) {
+// generation is the number of resets so far; a batch takes it when it begins.
+func (s *projectionState) generation() uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !committed {
+	return s.resets
+}
+
+// reset forgets the progress seen so far (a replay emptied the read model).
+func (s *projectionState) reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.resets++
+	s.committed, s.pending = events.Position{}, events.Position{}
+}
+
+// batchDone runs when a batch transaction that began at generation gen ends, committed or not.
+func (s *projectionState) batchDone(committed bool, gen uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !committed || gen != s.resets {
 		s.pending = events.Position{}
 		return
 	}
@@ -574,10 +592,7 @@ func (p *Projector) Replay(ctx context.Context, name string) (bool, error) {
 	if err := ResetProjection(ctx, p.pool, proj); err != nil {
 		return true, err
 	}
-	st := p.states[name]
-	st.mu.Lock()
-	st.committed, st.pending = events.Position{}, events.Position{}
-	st.mu.Unlock()
+	p.states[name].reset()
 	p.startCatchUp(proj)
 	return true, nil
 }
@@ -595,7 +610,9 @@ func (p *Projector) startCatchUp(proj Projection) {
 	go func() {
 		defer p.running.Done()
 		start := time.Now()
-		n, err := CatchUp(ctx, p.pool, p.registry, []Projection{proj}, CatchUpOptions{})
+		// Smaller batches than the CLI's: each one holds back this cluster's log readers while it
+		// runs, and here they serve clients meanwhile.
+		n, err := CatchUp(ctx, p.pool, p.registry, []Projection{proj}, CatchUpOptions{BatchSize: 2000})
 		p.mu.Lock()
 		delete(p.catchingUp, proj.Name())
 		p.mu.Unlock()

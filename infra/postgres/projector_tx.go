@@ -54,7 +54,7 @@ func (b guardedBeginner) BeginTx(ctx context.Context, opts *stdsql.TxOptions) (w
 	if err != nil {
 		return nil, err
 	}
-	return &guardedTx{tx: tx, ctx: ctx, state: b.state, afterFlush: b.afterFlush}, nil
+	return &guardedTx{tx: tx, ctx: ctx, state: b.state, gen: b.state.generation(), afterFlush: b.afterFlush}, nil
 }
 
 func (b guardedBeginner) ExecContext(ctx context.Context, query string, args ...any) (wmsql.Result, error) {
@@ -81,6 +81,7 @@ type guardedTx struct {
 	tx         pgx.Tx
 	ctx        context.Context
 	state      *projectionState
+	gen        uint64 // the state's generation when the batch began
 	afterFlush func(ctx context.Context, tx pgx.Tx, env events.Envelope)
 
 	pipeline *pgx.Batch
@@ -262,19 +263,19 @@ func (t *guardedTx) Commit() error {
 	defer t.mu.Unlock()
 	if t.skipAck || t.ctx.Err() != nil {
 		_ = t.tx.Rollback(context.WithoutCancel(t.ctx))
-		t.state.batchDone(false)
+		t.state.batchDone(false, t.gen)
 		// Both are deliberate roll-backs (a failed first message; a shutdown), not errors to log.
 		return nil
 	}
 	err := t.tx.Commit(t.ctx)
-	t.state.batchDone(err == nil)
+	t.state.batchDone(err == nil, t.gen)
 	return err
 }
 
 func (t *guardedTx) Rollback() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.state.batchDone(false)
+	t.state.batchDone(false, t.gen)
 	return t.tx.Rollback(context.WithoutCancel(t.ctx))
 }
 

@@ -2,8 +2,6 @@ package postgres
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"sort"
 	"time"
@@ -45,14 +43,21 @@ type VerifyOptions struct {
 	Progress func(applied int64)
 }
 
+// verifyAttempts bounds how many times verify tries to meet the live projection in a snapshot before
+// it holds the consumer group's lock to do so (a variable for tests).
+var verifyAttempts = 20
+
 // VerifyProjection rebuilds proj from the log into scratch tables and diffs them against its live tables.
-// The rebuild runs in short transactions (one per batch, as replay's) into unlogged tables of a scratch
-// schema put first on the search_path of a connection of its own, up to the live checkpoint as it was
-// when it started. Only the end holds the consumer group's lock (a live subscriber waits meanwhile):
-// it applies what the live projection applied since, then diffs. A transaction open for the whole
-// rebuild would hold back every log reader of the cluster (their visibility rule waits for the oldest
-// running writer) and make each batch walk the row versions of all the ones before it. The scratch
-// schema is dropped at the end, whatever happens.
+//
+// The scratch tables are temporary tables of a connection of its own (unlogged, found before the live
+// ones by unqualified names, gone with the session however it ends). The rebuild runs in short
+// transactions, one per batch as replay's, up to the live checkpoint, read again until the rebuild and
+// the live projection meet in one read-only snapshot, where the two are compared: the live projection
+// is neither locked nor held back, and the comparison holds back no log reader (a read-only
+// transaction takes no transaction id). A transaction open for the whole rebuild would hold back every
+// log reader of the cluster, whose visibility rule waits for the oldest running writer, and make each
+// batch walk the row versions of all the ones before it. Only if the live projection moves on every
+// time does verify take the consumer group's lock for the last events and the comparison.
 func VerifyProjection(ctx context.Context, pool *pgxpool.Pool, store *EventStore, proj Projection, opts VerifyOptions) (VerifyResult, error) {
 	if opts.BatchSize <= 0 {
 		opts.BatchSize = 5000
@@ -66,27 +71,24 @@ func VerifyProjection(ctx context.Context, pool *pgxpool.Pool, store *EventStore
 	if err != nil {
 		return res, err
 	}
-	// The search_path changes on this connection: take it out of the pool and close it at the end, so no
-	// statement prepared against the scratch tables is ever reused.
+	// The temporary tables shadow the live ones on this connection: take it out of the pool and close
+	// it at the end, which drops them, so no statement prepared against them is ever reused.
 	conn := pooled.Hijack()
 	defer func() { _ = conn.Close(context.Background()) }()
-	schema, err := createScratch(ctx, conn, proj.Tables())
-	if schema != "" {
+	for _, t := range proj.Tables() {
+		if _, err := conn.Exec(ctx, `CREATE TEMPORARY TABLE `+pgx.Identifier{t}.Sanitize()+` (LIKE `+pgx.Identifier{"public", t}.Sanitize()+` INCLUDING ALL)`); err != nil {
+			return res, fmt.Errorf("create scratch table %s: %w", t, err)
+		}
+		// Dropped now rather than when the closed session's backend gets to it; if the connection
+		// broke, the session's end drops it all the same.
 		defer func() {
-			_, _ = conn.Exec(context.WithoutCancel(ctx), `DROP SCHEMA `+pgx.Identifier{schema}.Sanitize()+` CASCADE`)
+			_, _ = conn.Exec(context.WithoutCancel(ctx), `DROP TABLE IF EXISTS `+pgx.Identifier{"pg_temp", t}.Sanitize())
 		}()
 	}
-	if err != nil {
-		return res, err
-	}
 
-	target, err := readCheckpoint(ctx, pool, proj.Name())
-	if err != nil {
-		return res, err
-	}
 	reader := startLogReader(ctx, pool, store.registry, events.Position{}, opts.BatchSize)
 	defer reader.stop()
-	var held []events.Envelope // read past the target, kept for the end
+	var held []events.Envelope // read past where the rebuild is, kept for later
 	// step applies on q the next batch of the log, up to to at most.
 	step := func(q pgx.Tx, to events.Position) error {
 		if len(held) == 0 {
@@ -119,73 +121,97 @@ func VerifyProjection(ctx context.Context, pool *pgxpool.Pool, store *EventStore
 		}
 		return nil
 	}
+	// rebuildTo applies, on q, the log up to to, from where the rebuild is.
+	rebuildTo := func(q pgx.Tx, to events.Position) error {
+		for res.Checkpoint.Less(to) {
+			if err := step(q, to); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	// rewound refuses a live checkpoint behind the rebuild: the projection was reset meanwhile.
+	rewound := func(live events.Position) error {
+		if live.Less(res.Checkpoint) {
+			return fmt.Errorf("verify %s: the projection was reset while it was verified (checkpoint %s, rebuilt up to %s); verify again once it has caught up", proj.Name(), live, res.Checkpoint)
+		}
+		return nil
+	}
 	keep := newUpkeep([]Projection{proj}, opts.BatchSize)
-	for res.Checkpoint.Less(target) {
-		if err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error { return step(tx, target) }); err != nil {
+	for attempt := 1; ; attempt++ {
+		live, err := readCheckpoint(ctx, pool, proj.Name())
+		if err != nil {
 			return res, err
 		}
-		// On conn, whose search_path finds the scratch tables first.
-		if err := keep.after(ctx, conn, res.Events); err != nil {
+		if err := rewound(live); err != nil {
+			return res, err
+		}
+		for res.Checkpoint.Less(live) {
+			if err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error { return step(tx, live) }); err != nil {
+				return res, err
+			}
+			// On conn, where the scratch tables are the ones found.
+			if err := keep.after(ctx, conn, res.Events); err != nil {
+				return res, err
+			}
+		}
+		locked := attempt == verifyAttempts
+		txOpts := pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}
+		if locked {
+			txOpts = pgx.TxOptions{}
+		}
+		tx, err := conn.BeginTx(ctx, txOpts)
+		if err != nil {
+			return res, err
+		}
+		met, err := compareAt(ctx, tx, proj, locked, &res, rewound, rebuildTo, opts.Sample)
+		_ = tx.Rollback(context.WithoutCancel(ctx))
+		if err != nil || met {
+			res.Elapsed = time.Since(start)
 			return res, err
 		}
 	}
+}
 
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		return res, err
-	}
-	defer func() { _ = tx.Rollback(context.Background()) }()
-	if _, err := tx.Exec(ctx, `SELECT 1 FROM public.events_offsets WHERE consumer_group = $1 FOR UPDATE`, proj.Name()); err != nil {
-		return res, fmt.Errorf("lock %s: %w", proj.Name(), err)
+// compareAt diffs the live tables with the rebuild in tx if the live checkpoint there is where the
+// rebuild is (met), or, when locked, after locking the consumer group and applying what the live
+// projection applied since.
+func compareAt(ctx context.Context, tx pgx.Tx, proj Projection, locked bool, res *VerifyResult,
+	rewound func(events.Position) error, rebuildTo func(pgx.Tx, events.Position) error, sample int) (met bool, err error) {
+	if locked {
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM public.events_offsets WHERE consumer_group = $1 FOR UPDATE`, proj.Name()); err != nil {
+			return false, fmt.Errorf("lock %s: %w", proj.Name(), err)
+		}
 	}
 	live, err := readCheckpoint(ctx, tx, proj.Name())
 	if err != nil {
-		return res, err
+		return false, err
 	}
-	if live.Less(target) {
-		return res, fmt.Errorf("verify %s: the projection was reset while it was verified (checkpoint %s, was %s); verify again once it has caught up", proj.Name(), live, target)
+	if err := rewound(live); err != nil {
+		return false, err
 	}
-	for res.Checkpoint.Less(live) {
-		if err := step(tx, live); err != nil {
-			return res, err
+	if live != res.Checkpoint {
+		if !locked {
+			return false, nil
+		}
+		if err := rebuildTo(tx, live); err != nil {
+			return false, err
 		}
 	}
 	for _, t := range proj.Tables() {
-		live, rebuilt := pgx.Identifier{"public", t}.Sanitize(), pgx.Identifier{schema, t}.Sanitize()
+		live, rebuilt := pgx.Identifier{"public", t}.Sanitize(), pgx.Identifier{"pg_temp", t}.Sanitize()
 		d := TableDiff{Table: t}
-		if d.OnlyLive, d.OnlyLiveCount, err = exceptRows(ctx, tx, live, rebuilt, opts.Sample); err != nil {
-			return res, fmt.Errorf("diff %s: %w", t, err)
+		if d.OnlyLive, d.OnlyLiveCount, err = exceptRows(ctx, tx, live, rebuilt, sample); err != nil {
+			return false, fmt.Errorf("diff %s: %w", t, err)
 		}
-		if d.OnlyRebuild, d.OnlyRebuildCount, err = exceptRows(ctx, tx, rebuilt, live, opts.Sample); err != nil {
-			return res, fmt.Errorf("diff %s: %w", t, err)
+		if d.OnlyRebuild, d.OnlyRebuildCount, err = exceptRows(ctx, tx, rebuilt, live, sample); err != nil {
+			return false, fmt.Errorf("diff %s: %w", t, err)
 		}
 		if d.OnlyLiveCount > 0 || d.OnlyRebuildCount > 0 {
 			res.Diffs = append(res.Diffs, d)
 		}
 	}
-	res.Elapsed = time.Since(start)
-	return res, tx.Rollback(ctx)
-}
-
-// createScratch creates a schema holding an empty unlogged copy of each table and puts it first on
-// conn's search_path. It returns the schema's name once it exists, also with an error.
-func createScratch(ctx context.Context, conn *pgx.Conn, tables []string) (string, error) {
-	var suffix [6]byte
-	_, _ = rand.Read(suffix[:])
-	schema := "verify_" + hex.EncodeToString(suffix[:])
-	scratch := pgx.Identifier{schema}.Sanitize()
-	if _, err := conn.Exec(ctx, `CREATE SCHEMA `+scratch); err != nil {
-		return "", fmt.Errorf("create scratch schema: %w", err)
-	}
-	for _, t := range tables {
-		if _, err := conn.Exec(ctx, `CREATE UNLOGGED TABLE `+pgx.Identifier{schema, t}.Sanitize()+` (LIKE `+pgx.Identifier{"public", t}.Sanitize()+` INCLUDING ALL)`); err != nil {
-			return schema, fmt.Errorf("create scratch table %s: %w", t, err)
-		}
-	}
-	if _, err := conn.Exec(ctx, `SET search_path = `+scratch+`, public`); err != nil {
-		return schema, fmt.Errorf("set search_path: %w", err)
-	}
-	return schema, nil
+	return true, nil
 }
 
 // exceptRows returns up to limit rows of a EXCEPT ALL b as JSON, in a stable order, and their count.

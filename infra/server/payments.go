@@ -278,6 +278,10 @@ func (g gateway) Charge(ctx context.Context, key string, amount int64, currency,
 func paymentDecision(p payments.Payment) handlers.ProviderDecision {
 	d := handlers.ProviderDecision{ProviderID: p.ID}
 	d.Outcome, d.FailureCode = p.Outcome()
+	if d.Outcome == "" {
+		// An answer without a status decides nothing: the payment stays pending and is asked about again.
+		d.Outcome = commands.OutcomePending
+	}
 	return d
 }
 

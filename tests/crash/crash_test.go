@@ -79,6 +79,10 @@ func TestKillNineUnderLoad(t *testing.T) {
 	t.Logf("%d lives, %d kills; acknowledged %d messages (%d of them replays of a send retried after a kill) and %d profile updates; %d transport errors, %d retries",
 		srv.lives, kills, len(led.messages), replayed, len(led.profiles), led.transportErrors.Load(), led.retries.Load())
 
+	if led.transportErrors.Load() == 0 {
+		t.Error("no command was cut off by a kill: the kills did not land on work in flight")
+	}
+
 	pool := pgtest.NewPool(t, dbURL)
 	checkMessagesInLog(t, pool, led.messages)
 	checkProfilesInLog(t, pool, led.profiles)
