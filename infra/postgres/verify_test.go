@@ -27,10 +27,11 @@ func (latest) Apply(b *pgx.Batch, e events.Envelope) error {
 	return nil
 }
 
-func TestVerifyProjectionRebuildsUpToTheCheckpointAndDiffs(t *testing.T) {
+// setupVerifyDB is a database for the latest projection, with an event store on it.
+func setupVerifyDB(t *testing.T) (*pgxpool.Pool, string, *EventStore) {
+	t.Helper()
 	pool, url := setupProjectorDB(t)
-	ctx := context.Background()
-	if _, err := pool.Exec(ctx, `CREATE TABLE test_latest (stream_id uuid PRIMARY KEY, version bigint NOT NULL)`); err != nil {
+	if _, err := pool.Exec(context.Background(), `CREATE TABLE test_latest (stream_id uuid PRIMARY KEY, version bigint NOT NULL)`); err != nil {
 		t.Fatal(err)
 	}
 	store, err := NewEventStore(pool, events.NewRegistry(), nil, logging.Discard(), nil)
@@ -38,6 +39,12 @@ func TestVerifyProjectionRebuildsUpToTheCheckpointAndDiffs(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(store.Close)
+	return pool, url, store
+}
+
+func TestVerifyProjectionRebuildsUpToTheCheckpointAndDiffs(t *testing.T) {
+	pool, url, store := setupVerifyDB(t)
+	ctx := context.Background()
 	streams := []uuid.UUID{uuid.New(), uuid.New(), uuid.New()}
 	var positions []events.Position
 	for v := int64(1); v <= 5; v++ {
@@ -109,16 +116,8 @@ func TestVerifyProjectionWhileTheLiveProjectionMoves(t *testing.T) {
 	for _, attempts := range []int{20, 1} {
 		t.Run(fmt.Sprint(attempts, " attempts"), func(t *testing.T) {
 			SetVerifyAttempts(t, attempts)
-			pool, url := setupProjectorDB(t)
+			pool, url, store := setupVerifyDB(t)
 			ctx := context.Background()
-			if _, err := pool.Exec(ctx, `CREATE TABLE test_latest (stream_id uuid PRIMARY KEY, version bigint NOT NULL)`); err != nil {
-				t.Fatal(err)
-			}
-			store, err := NewEventStore(pool, events.NewRegistry(), nil, logging.Discard(), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(store.Close)
 			rp := startProjector(t, pool, url, 4, time.Millisecond, nil, latest{})
 			_, writing, wait := slowWriters(t, pool, 4, 40, 2*time.Millisecond, rp.notifier.Appended)
 			verified := 0
