@@ -201,6 +201,14 @@ func replay(ctx context.Context, env *environment, names []string, batchSize int
 	read, err := postgres.CatchUp(ctx, pool, events.NewRegistry(), projs, postgres.CatchUpOptions{
 		BatchSize: batchSize, Until: head,
 		Progress: func(_ events.Position, read int64) { progress.update(read) },
+		Stalled: func(waited time.Duration) {
+			oldest, err := postgres.OldestWriter(ctx, pool)
+			if err != nil || oldest == "" {
+				oldest = "none found"
+			}
+			fmt.Fprintf(errOut, "replay has waited %s for committed events to become visible; an older transaction of the cluster holds them back: %s\n",
+				waited.Round(time.Second), oldest)
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("replay %s: %w", strings.Join(names, ", "), err)

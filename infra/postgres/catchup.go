@@ -54,11 +54,19 @@ type CatchUpOptions struct {
 	// Progress, when set, is called after each committed batch with the lowest checkpoint reached and
 	// the number of events read so far.
 	Progress func(reached events.Position, read int64)
+	// Stalled, when set, is called every StallEvery (default 5 s) while the catch-up has nothing to
+	// apply short of Until: committed events stay invisible while an older transaction of the cluster
+	// runs (OldestWriter names it).
+	Stalled    func(waited time.Duration)
+	StallEvery time.Duration
 }
 
 func (o *CatchUpOptions) setDefaults() {
 	if o.BatchSize <= 0 {
 		o.BatchSize = 10_000
+	}
+	if o.StallEvery <= 0 {
+		o.StallEvery = 5 * time.Second
 	}
 }
 
@@ -107,11 +115,22 @@ func CatchUp(ctx context.Context, pool *pgxpool.Pool, registry *events.Registry,
 	for {
 		var batch readBatch
 		if reader != nil {
-			select {
-			case batch = <-reader.batches:
-			case <-ctx.Done():
-				return total, ctx.Err()
+			waiting := time.Now()
+			stall := time.NewTicker(opts.StallEvery)
+			for got := false; !got; {
+				select {
+				case batch = <-reader.batches:
+					got = true
+				case <-ctx.Done():
+					stall.Stop()
+					return total, ctx.Err()
+				case <-stall.C:
+					if opts.Stalled != nil {
+						opts.Stalled(time.Since(waiting))
+					}
+				}
 			}
+			stall.Stop()
 			if batch.err != nil {
 				return total, batch.err
 			}
@@ -327,4 +346,22 @@ func readLog(ctx context.Context, pool *pgxpool.Pool, registry *events.Registry,
 		return nil, fmt.Errorf("read log after %s: %w", after, err)
 	}
 	return out, nil
+}
+
+// OldestWriter describes the cluster's oldest running transaction that has a transaction id: while it
+// runs, no log reader sees an event committed after it began. Empty when there is none.
+func OldestWriter(ctx context.Context, pool *pgxpool.Pool) (string, error) {
+	var pid int
+	var db, state, query string
+	var age time.Duration
+	err := pool.QueryRow(ctx, `SELECT pid, COALESCE(datname, ''), COALESCE(state, ''),
+			COALESCE(now() - xact_start, '0'), left(COALESCE(query, ''), 100)
+		FROM pg_stat_activity WHERE backend_xid IS NOT NULL ORDER BY xact_start LIMIT 1`).Scan(&pid, &db, &state, &age, &query)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read the oldest transaction: %w", err)
+	}
+	return fmt.Sprintf("pid %d in database %q, %s for %s: %s", pid, db, state, age.Round(time.Millisecond), query), nil
 }

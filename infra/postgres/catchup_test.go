@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -132,4 +133,65 @@ func TestProjectorReplayCatchesUpInTheBackground(t *testing.T) {
 	if _, err := leader.Exec(ctx, `SELECT pg_advisory_unlock($1)`, GroupLockKey("a")); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// While an older transaction of the cluster hides committed events, the catch-up says it waits, and
+// OldestWriter names a transaction; once it ends, the events are applied.
+func TestCatchUpReportsAStall(t *testing.T) {
+	pool, _ := setupProjectorDB(t)
+	rec := &recorder{name: "a"}
+	ctx := context.Background()
+	blocker, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer blocker.Rollback(ctx)
+	if _, err := blocker.Exec(ctx, `SELECT pg_current_xact_id()`); err != nil {
+		t.Fatal(err)
+	}
+	stream := uuid.Must(uuid.NewV7())
+	for v := int64(1); v <= 3; v++ {
+		if _, err := slowAppend(ctx, pool, stream, v, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stalled := make(chan time.Duration, 1)
+	done := make(chan error, 1)
+	var applied int64
+	go func() {
+		var err error
+		applied, err = CatchUp(ctx, pool, events.NewRegistry(), []Projection{rec}, CatchUpOptions{
+			StallEvery: 20 * time.Millisecond,
+			Stalled: func(waited time.Duration) {
+				select {
+				case stalled <- waited:
+				default:
+				}
+			},
+		})
+		done <- err
+	}()
+	select {
+	case <-stalled:
+	case err := <-done:
+		t.Fatalf("catch-up returned (%v) while the events were invisible", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("no stall reported")
+	}
+	oldest, err := OldestWriter(ctx, pool)
+	if err != nil || !strings.HasPrefix(oldest, "pid ") {
+		t.Fatalf("oldest writer %q, %v", oldest, err)
+	}
+	if err := blocker.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil || applied != 3 {
+			t.Fatalf("catch-up after the blocker ended: %d events, %v", applied, err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("catch-up did not finish once the blocker ended")
+	}
+	assertExactlyOnceInOrder(t, pool, "a", []uuid.UUID{stream}, 3)
 }
