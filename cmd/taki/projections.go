@@ -296,10 +296,11 @@ func newVerifyCmd(env *environment) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "verify NAME|all",
 		Short: "Rebuild a read model into scratch tables and diff it against the live one",
-		Long: `Verify locks the projection's consumer group, rebuilds its read model from the log up to the group's
-checkpoint into scratch tables (in a transaction that is rolled back), and compares them with the live
-tables both ways. It prints the differing rows and exits 1 when they differ; the live read model is not
-changed. A running server's subscriber for the group waits while it runs.`,
+		Long: `Verify rebuilds the projection's read model from the log into temporary tables, in short
+transactions, up to the group's checkpoint, and compares them with the live tables both ways where the
+two meet in one snapshot (after 20 tries it locks the group for the last events instead). It prints the
+differing rows and exits 1 when they differ; the live read model is not changed, and servers may keep
+running and applying events meanwhile.`,
 		Args: oneProjection("verify"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			names, err := replayNames(args[0])
