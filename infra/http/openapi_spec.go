@@ -725,9 +725,9 @@ func addAdmin(b *specBuilder) {
 	b.add(op{method: "POST", path: "/api/v1/admin/projections/{name}/verify", id: "verifyProjection",
 		summary: "Diff a projection's read model against a rebuild", tag: tagAdmin, access: admin, noConsistencyHeaders: true,
 		description: "name is a projection or all. Rebuilds each read model from the event log up to its checkpoint " +
-			"into unlogged scratch tables, dropped at the end (nothing else changes), and compares them with the live " +
-			"tables both ways. The projection's subscriber waits only while the last events are applied and the " +
-			"tables compared. The answer comes when the rebuild is done: tens of seconds for a million events.",
+			"into temporary tables and compares them with the live tables both ways, in a snapshot where both are at " +
+			"the same checkpoint; the live read model is neither changed nor locked. The answer comes when the " +
+			"rebuild is done: tens of seconds for a million events.",
 		ok:    []answer{{status: 200, description: "The comparison; equal is false when any table differs", schema: ref("ProjectionVerification")}},
 		fails: []answer{{status: 404, description: "No such projection (not-found)"}}})
 	b.add(op{method: "GET", path: "/api/v1/admin/events", id: "listEvents", summary: "The event log", tag: tagAdmin,
