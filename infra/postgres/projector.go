@@ -80,7 +80,7 @@ type Projector struct {
 
 	mu         sync.Mutex
 	runCtx     context.Context // Run's, while it runs: replays' catch-ups end with it
-	catchingUp map[string]bool // projections a replay is bringing back by the batched path
+	catchingUp map[string]bool // projections a replay is bringing back by the batched path: again after it?
 
 	// afterFlush, when set by tests, runs after a message's writes were sent and before its batch commits.
 	afterFlush func(ctx context.Context, tx pgx.Tx, env events.Envelope)
@@ -597,31 +597,47 @@ func (p *Projector) Replay(ctx context.Context, name string) (bool, error) {
 	return true, nil
 }
 
-// startCatchUp runs CatchUp for proj in the background unless one already runs or Run does not.
+// startCatchUp runs CatchUp for proj in the background unless Run does not run. If one already runs,
+// it runs again once that one ends: a catch-up that was finishing may have missed the reset.
 func (p *Projector) startCatchUp(proj Projection) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.runCtx == nil || p.catchingUp[proj.Name()] {
+	name := proj.Name()
+	if p.runCtx == nil {
+		return
+	}
+	if _, running := p.catchingUp[name]; running {
+		p.catchingUp[name] = true
 		return
 	}
 	ctx := p.runCtx
-	p.catchingUp[proj.Name()] = true
+	p.catchingUp[name] = false
 	p.running.Add(1)
 	go func() {
 		defer p.running.Done()
-		start := time.Now()
-		// Smaller batches than the CLI's: each one holds back this cluster's log readers while it
-		// runs, and here they serve clients meanwhile.
-		n, err := CatchUp(ctx, p.pool, p.registry, []Projection{proj}, CatchUpOptions{BatchSize: 2000})
-		p.mu.Lock()
-		delete(p.catchingUp, proj.Name())
-		p.mu.Unlock()
-		switch {
-		case err != nil && ctx.Err() == nil:
-			// The group's subscriber goes on from wherever the catch-up stopped.
-			p.config.Logger.Error("replay catch-up failed; the subscriber continues it", slog.String("projection", proj.Name()), slog.String("err", err.Error()))
-		case err == nil:
-			p.config.Logger.Info("replay caught up", slog.String("projection", proj.Name()), slog.Int64("events", n), slog.Duration("took", time.Since(start)))
+		for {
+			start := time.Now()
+			// Smaller batches than the CLI's: each one holds back this cluster's log readers while
+			// it runs, and here they serve clients meanwhile.
+			n, err := CatchUp(ctx, p.pool, p.registry, []Projection{proj}, CatchUpOptions{BatchSize: 2000})
+			switch {
+			case err != nil && ctx.Err() == nil:
+				// The group's subscriber goes on from wherever the catch-up stopped.
+				p.config.Logger.Error("replay catch-up failed; the subscriber continues it", slog.String("projection", name), slog.String("err", err.Error()))
+			case err == nil:
+				p.config.Logger.Info("replay caught up", slog.String("projection", name), slog.Int64("events", n), slog.Duration("took", time.Since(start)))
+			}
+			p.mu.Lock()
+			again := p.catchingUp[name] && err == nil
+			if !again {
+				delete(p.catchingUp, name)
+			} else {
+				p.catchingUp[name] = false
+			}
+			p.mu.Unlock()
+			if !again {
+				return
+			}
 		}
 	}()
 }
@@ -629,7 +645,8 @@ func (p *Projector) startCatchUp(proj Projection) {
 func (p *Projector) isCatchingUp(name string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.catchingUp[name]
+	_, running := p.catchingUp[name]
+	return running
 }
 
 // ResetProjection truncates proj's tables and rewinds its offset in one transaction under the consumer
