@@ -32,34 +32,42 @@ func NewLogInHandler(store *Store, owners ClaimOwners, hasher PasswordHasher, th
 
 var errBadCredentials = commands.Unauthenticated("the email or password is not correct")
 
+// LoggedIn is a successful login: the user, and the version of the user's stream the credentials
+// were checked at (the login's own event). A session started for it must not outlive a password or
+// role change recorded after that version (auth.Manager.Start checks).
+type LoggedIn struct {
+	User    queries.User
+	Version int64
+}
+
 // Handle implements bus.CommandHandler.
-func (h *LogInHandler) Handle(ctx context.Context, cmd commands.LogIn) (queries.User, error) {
+func (h *LogInHandler) Handle(ctx context.Context, cmd commands.LogIn) (LoggedIn, error) {
 	key := strings.ToLower(strings.TrimSpace(cmd.Email))
 	if len(key) > 254 {
 		key = key[:254]
 	}
 	if err := h.throttle.Check(ctx, key); err != nil {
-		return queries.User{}, err
+		return LoggedIn{}, err
 	}
 	u, err := h.verify(ctx, cmd)
 	if err != nil {
 		if errors.Is(err, errBadCredentials) {
 			if ferr := h.throttle.Fail(ctx, key); ferr != nil {
-				return queries.User{}, ferr
+				return LoggedIn{}, ferr
 			}
 		}
-		return queries.User{}, err
+		return LoggedIn{}, err
 	}
 	// The credentials are right: settle the throttle now, so that a retry of this command after a
 	// concurrent write (which checks the throttle again) leaves no unsettled attempt behind.
 	if err := h.throttle.Succeed(ctx, key); err != nil {
-		return queries.User{}, err
+		return LoggedIn{}, err
 	}
 	next, err := save(ctx, h.store, users, u, nil, events.UserLoggedIn{UserID: u.id, At: h.now().UTC()})
 	if err != nil {
-		return queries.User{}, err
+		return LoggedIn{}, err
 	}
-	return next.state.view(), nil
+	return LoggedIn{User: next.state.view(), Version: next.version}, nil
 }
 
 func (h *LogInHandler) verify(ctx context.Context, cmd commands.LogIn) (loaded[user], error) {

@@ -22,7 +22,7 @@
 //	r.Use(m.Middleware())                        // loads the request's session, if any
 //	s, ok := m.Current(c)                        // who is calling; ok=false: 401
 //	m.CheckCSRF(s, c.GetHeader("X-CSRF-Token"))  // on unsafe methods; false: 403 csrf
-//	s, err := m.Start(c, userID, role)           // POST /sessions, after the password checked out
+//	s, err := m.Start(c, userID, role, version)  // POST /sessions, after the password checked out at version
 //	err := m.Destroy(c)                          // DELETE /sessions/current
 //	items, err := m.List(ctx, s.UserID, s.PublicID)   // GET /sessions
 //	err := m.Revoke(ctx, s.UserID, id)           // DELETE /sessions/{id}; not-found when not the user's

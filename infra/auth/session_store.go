@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"net/http"
 	"net/netip"
 	"sync/atomic"
@@ -15,6 +16,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"taki/commands"
+	"taki/events"
 	"taki/infra/postgres"
 )
 
@@ -50,6 +53,9 @@ type record struct {
 	replaces  uuid.UUID // public id of the session this one supersedes (destroyed in the same tx)
 	userAgent string
 	ip        *netip.Addr
+	// credentialsAt, when not 0, is the version of the user's stream the login checked the password
+	// at: the session is not created if a password or role change was recorded after it.
+	credentialsAt int64
 }
 
 func currentRecord(s sessions.Session) *record {
@@ -227,14 +233,27 @@ func (st *pgStore) insert(ctx context.Context, rec *record) error {
 			} else if _, err := tx.Exec(ctx, `DELETE FROM sessions WHERE user_id = $1 AND idle_expires_at <= $2`, rec.s.UserID, now); err != nil {
 				return fmt.Errorf("prune user's expired sessions: %w", err)
 			}
-			_, err := tx.Exec(ctx, `
+			if rec.credentialsAt > 0 {
+				// Shared with other logins, exclusive with RevokeAllForUser: a revocation either
+				// waits for this session and ends it, or ends first, and then the check below, whose
+				// snapshot is taken after the lock, sees the change it revokes for.
+				if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock_shared($1)`, credentialsLockKey(rec.s.UserID)); err != nil {
+					return fmt.Errorf("lock the user's credentials: %w", err)
+				}
+			}
+			tag, err := tx.Exec(ctx, `
 				INSERT INTO sessions (token_hash, public_id, user_id, role, csrf_token, created_at, last_seen_at,
 				                      idle_expires_at, absolute_expires_at, user_agent, ip)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+				SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11
+				WHERE $12::bigint = 0 OR NOT EXISTS (
+					SELECT 1 FROM events WHERE stream_id = $3 AND version > $12 AND event_type = ANY($13))`,
 				hash, rec.s.PublicID, rec.s.UserID, rec.s.Role, rec.s.CSRFToken, rec.s.CreatedAt, rec.s.LastSeenAt,
-				rec.s.ExpiresAt, rec.absoluteExpiresAt, rec.userAgent, rec.ip)
+				rec.s.ExpiresAt, rec.absoluteExpiresAt, rec.userAgent, rec.ip, rec.credentialsAt, credentialEvents)
 			if err != nil {
 				return fmt.Errorf("insert session: %w", err)
+			}
+			if tag.RowsAffected() == 0 {
+				return errCredentialsChanged
 			}
 			return nil
 		})
@@ -249,6 +268,19 @@ func (st *pgStore) insert(ctx context.Context, rec *record) error {
 		}
 		return err
 	}
+}
+
+// credentialEvents end every session of their user; a login checked before one must not start one.
+var credentialEvents = []string{events.UserPasswordChanged{}.EventType(), events.UserRoleChanged{}.EventType()}
+
+var errCredentialsChanged = commands.Unauthenticated("the password or role changed while logging in; log in again")
+
+// credentialsLockKey is the advisory lock that orders a user's session starts and revocations.
+func credentialsLockKey(userID uuid.UUID) int64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte("taki.credentials."))
+	_, _ = h.Write(userID[:])
+	return int64(h.Sum64())
 }
 
 // claimPrune reports whether this caller should prune every user's expired sessions now: once per

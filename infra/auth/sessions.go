@@ -16,6 +16,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/google/uuid"
 	gsessions "github.com/gorilla/sessions"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"taki/commands"
@@ -177,8 +178,10 @@ func (m *Manager) Current(c *gin.Context) (Session, bool) {
 
 // Start begins a session for userID at login and sets its cookie. The id is always new, and a
 // session the request came with is destroyed: a session id planted before login (fixation) never
-// becomes an authenticated one.
-func (m *Manager) Start(c *gin.Context, userID uuid.UUID, role string) (Session, error) {
+// becomes an authenticated one. credentialsAt is the version of the user's stream the password was
+// checked at: if a password or role change was recorded after it (and so revoked every session before
+// this one existed), no session starts and the error is unauthenticated.
+func (m *Manager) Start(c *gin.Context, userID uuid.UUID, role string, credentialsAt int64) (Session, error) {
 	if userID == uuid.Nil {
 		return Session{}, errors.New("start session: user id is nil")
 	}
@@ -194,6 +197,7 @@ func (m *Manager) Start(c *gin.Context, userID uuid.UUID, role string) (Session,
 	if err != nil {
 		return Session{}, fmt.Errorf("start session: %w", err)
 	}
+	rec.credentialsAt = credentialsAt
 	if err := m.replace(gs, rec); err != nil {
 		return Session{}, fmt.Errorf("start session: %w", err)
 	}
@@ -283,13 +287,19 @@ func (m *Manager) Revoke(ctx context.Context, userID, publicID uuid.UUID) error 
 // live sessions it ended. Password and role changes use it.
 func (m *Manager) RevokeAllForUser(ctx context.Context, userID uuid.UUID, exceptPublicID *uuid.UUID) (int, error) {
 	var n int
-	err := m.pool.QueryRow(ctx, `
-		WITH gone AS (
-			DELETE FROM sessions
-			WHERE user_id = $1 AND ($2::uuid IS NULL OR public_id <> $2)
-			RETURNING idle_expires_at
-		)
-		SELECT count(*) FROM gone WHERE idle_expires_at > $3`, userID, exceptPublicID, m.store.now()).Scan(&n)
+	err := pgx.BeginFunc(ctx, m.pool, func(tx pgx.Tx) error {
+		// Exclusive with the logins' session starts (see pgStore.insert).
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, credentialsLockKey(userID)); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, `
+			WITH gone AS (
+				DELETE FROM sessions
+				WHERE user_id = $1 AND ($2::uuid IS NULL OR public_id <> $2)
+				RETURNING idle_expires_at
+			)
+			SELECT count(*) FROM gone WHERE idle_expires_at > $3`, userID, exceptPublicID, m.store.now()).Scan(&n)
+	})
 	if err != nil {
 		return 0, fmt.Errorf("revoke user's sessions: %w", err)
 	}

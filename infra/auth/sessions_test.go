@@ -7,9 +7,11 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -50,7 +52,12 @@ func sessionRoutes(m *Manager) *gin.Engine {
 	r.Use(m.Middleware())
 	r.GET("/public", func(c *gin.Context) { c.Status(http.StatusNoContent) })
 	r.POST("/login", func(c *gin.Context) {
-		s, err := m.Start(c, uuid.MustParse(c.Query("user")), c.DefaultQuery("role", "member"))
+		credentialsAt, _ := strconv.ParseInt(c.DefaultQuery("credentials_at", "0"), 10, 64)
+		s, err := m.Start(c, uuid.MustParse(c.Query("user")), c.DefaultQuery("role", "member"), credentialsAt)
+		if commands.IsKind(err, commands.KindUnauthenticated) {
+			c.Status(http.StatusUnauthorized)
+			return
+		}
 		if err != nil {
 			c.String(http.StatusInternalServerError, err.Error())
 			return
@@ -778,7 +785,7 @@ func TestWithoutMiddleware(t *testing.T) {
 	if _, ok := m.Current(c); ok {
 		t.Error("Current without the middleware reports a session")
 	}
-	if _, err := m.Start(c, uuid.New(), "member"); err == nil {
+	if _, err := m.Start(c, uuid.New(), "member", 0); err == nil {
 		t.Error("Start without the middleware succeeded")
 	}
 	if err := m.Destroy(c); err == nil {
@@ -798,5 +805,92 @@ func TestCleanUserAgent(t *testing.T) {
 		if got := cleanUserAgent(in); got != want {
 			t.Errorf("cleanUserAgent(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// appendUserEvent writes one event of user's stream into the log, as the event store would.
+func appendUserEvent(t *testing.T, pool *pgxpool.Pool, user uuid.UUID, version int64, eventType string) {
+	t.Helper()
+	if _, err := pool.Exec(context.Background(), `INSERT INTO events (transaction_id, event_id, stream_id, stream_type, version,
+			event_type, schema_version, occurred_at, payload, metadata)
+		VALUES (pg_current_xact_id(), $1, $2, 'user', $3, $4, 1, now(), '{}', '{}')`, uuid.Must(uuid.NewV7()), user, version, eventType); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A login whose password check came before a password or role change gets no session: the change
+// revoked every session before this one could exist.
+func TestStartRefusesASessionForCredentialsChangedSince(t *testing.T) {
+	env := newSessionEnv(t, SessionConfig{})
+	user := uuid.Must(uuid.NewV7())
+	appendUserEvent(t, env.pool, user, 1, "user.registered")
+	appendUserEvent(t, env.pool, user, 2, "user.logged_in")
+	appendUserEvent(t, env.pool, user, 3, "user.password_changed")
+	login := func(at int64) int {
+		return env.browser().do(http.MethodPost, fmt.Sprintf("/login?user=%s&credentials_at=%d", user, at), nil).Code
+	}
+	if code := login(2); code != http.StatusUnauthorized {
+		t.Fatalf("login checked at version 2, password changed at 3: %d, want 401", code)
+	}
+	var rows int
+	if err := env.pool.QueryRow(context.Background(), `SELECT count(*) FROM sessions WHERE user_id = $1`, user).Scan(&rows); err != nil || rows != 0 {
+		t.Fatalf("%d sessions (%v), want none", rows, err)
+	}
+	if code := login(3); code != http.StatusOK {
+		t.Fatalf("login checked after the change: %d, want 200", code)
+	}
+	appendUserEvent(t, env.pool, user, 4, "user.logged_in")
+	appendUserEvent(t, env.pool, user, 5, "user.role_changed")
+	if code := login(4); code != http.StatusUnauthorized {
+		t.Fatalf("login checked at version 4, role changed at 5: %d, want 401", code)
+	}
+}
+
+// The race the lock closes: a revocation holds the user's credentials lock while the change it
+// revokes for is recorded; a session start that waited for the lock then sees the change and starts
+// nothing, although it checked its snapshot-free condition only after the change committed.
+func TestStartWaitsForARevocationAndSeesItsChange(t *testing.T) {
+	env := newSessionEnv(t, SessionConfig{})
+	ctx := context.Background()
+	user := uuid.Must(uuid.NewV7())
+	appendUserEvent(t, env.pool, user, 1, "user.registered")
+	appendUserEvent(t, env.pool, user, 2, "user.logged_in")
+	revoking, err := env.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer revoking.Rollback(ctx)
+	if _, err := revoking.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, credentialsLockKey(user)); err != nil {
+		t.Fatal(err)
+	}
+	code := make(chan int, 1)
+	go func() {
+		req := httptest.NewRequest(http.MethodPost, fmt.Sprintf("/login?user=%s&credentials_at=2", user), nil)
+		rec := httptest.NewRecorder()
+		env.h.ServeHTTP(rec, req)
+		code <- rec.Code
+	}()
+	// Wait until the start waits for the lock.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var waiting int
+		key := credentialsLockKey(user)
+		if err := env.pool.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+			AND classid = (($1::bigint >> 32) & 4294967295)::oid AND objid = ($1::bigint & 4294967295)::oid`, key).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the session start never waited for the revocation's lock")
+		}
+	}
+	appendUserEvent(t, env.pool, user, 3, "user.password_changed")
+	if err := revoking.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if c := <-code; c != http.StatusUnauthorized {
+		t.Fatalf("login that waited for the revocation: %d, want 401", c)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/google/uuid"
 
 	"taki/commands"
+	"taki/handlers"
 	"taki/infra/auth"
 	"taki/queries"
 )
@@ -26,12 +27,14 @@ func (a *api) logIn(c *gin.Context) {
 	if !DecodeJSON(c, &body) {
 		return
 	}
-	u, ok := send[queries.User](c, a.Bus, commands.LogIn{Email: body.Email, Password: body.Password})
+	in, ok := send[handlers.LoggedIn](c, a.Bus, commands.LogIn{Email: body.Email, Password: body.Password})
 	if !ok {
 		return
 	}
-	// A new session id at every login, the old one destroyed (fixation defence).
-	s, err := a.Sessions.Start(c, u.ID, u.Role)
+	u := in.User
+	// A new session id at every login, the old one destroyed (fixation defence); none if the password
+	// or role changed since the credentials were checked.
+	s, err := a.Sessions.Start(c, u.ID, u.Role, in.Version)
 	if err != nil {
 		WriteError(c, err)
 		return
