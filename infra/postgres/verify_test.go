@@ -142,3 +142,31 @@ func TestVerifyProjectionWhileTheLiveProjectionMoves(t *testing.T) {
 		})
 	}
 }
+
+// A projection reset while it is verified (a replay) is not compared half rebuilt: verify says so.
+func TestVerifyProjectionRefusesAProjectionResetMeanwhile(t *testing.T) {
+	pool, _, store := setupVerifyDB(t)
+	ctx := context.Background()
+	stream := uuid.New()
+	for v := int64(1); v <= 12; v++ {
+		if _, err := slowAppend(ctx, pool, stream, v, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := CatchUp(ctx, pool, events.NewRegistry(), []Projection{latest{}}, CatchUpOptions{}); err != nil || n != 12 {
+		t.Fatalf("catch-up: %d events, %v", n, err)
+	}
+	reset := false
+	_, err := VerifyProjection(ctx, pool, store, latest{}, VerifyOptions{BatchSize: 4, Progress: func(int64) {
+		if !reset {
+			reset = true
+			if err := ResetProjection(ctx, pool, latest{}); err != nil {
+				t.Error(err)
+			}
+		}
+	}})
+	if err == nil || !strings.Contains(err.Error(), "was reset while it was verified") {
+		t.Fatalf("verify across a reset: %v, want the reset reported", err)
+	}
+	assertNoScratchLeft(t, pool)
+}
