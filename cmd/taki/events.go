@@ -153,7 +153,11 @@ func tailEvents(ctx context.Context, env *environment, cfg config.Config, regist
 			waited += chase
 			if !follow && !noted && waited > tailNoteAfter {
 				noted = true
-				fmt.Fprintf(stderr, "taki: waiting for events up to %s to become visible: an older transaction of the database cluster is still running\n", target)
+				oldest, err := postgres.OldestWriter(ctx, pool)
+				if err != nil || oldest == "" {
+					oldest = "none found"
+				}
+				fmt.Fprintf(stderr, "taki: waiting for events up to %s to become visible: an older transaction of the database cluster is still running (oldest: %s)\n", target, oldest)
 			}
 			if !sleepCtx(ctx, chase) {
 				return nil

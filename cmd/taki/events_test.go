@@ -21,29 +21,11 @@ import (
 	"taki/commands"
 	"taki/events"
 	"taki/infra/bus"
-	"taki/infra/config"
-	"taki/infra/logging"
 	"taki/infra/postgres"
 	"taki/infra/postgres/pgtest"
 	"taki/infra/server"
 	"taki/queries"
 )
-
-// quietServer wires a Taki instance on the test database that runs no subscribers: no background
-// transaction holds back the visibility of what the test appends.
-func quietServer(t *testing.T) *server.Server {
-	t.Helper()
-	cfg, err := config.Load(os.Getenv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.New(context.Background(), cfg, logging.Discard(), server.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
-	return srv
-}
 
 const tailPassword = "correct horse battery"
 
@@ -138,7 +120,7 @@ func passwordHashes(t *testing.T, srv *server.Server) []string {
 
 func TestEventsTailPrintsTheLog(t *testing.T) {
 	useDatabase(t, pgtest.NewDatabase(t))
-	srv := quietServer(t)
+	srv := idleServer(t)
 
 	if out := mustTaki(t, "events", "tail"); out != "" {
 		t.Errorf("an empty log printed %q", out)
@@ -311,7 +293,7 @@ func nextEvent(t *testing.T, lines <-chan string, what string) queries.LoggedEve
 // the command without an error.
 func TestEventsTailFollowInProcess(t *testing.T) {
 	useDatabase(t, pgtest.NewDatabase(t))
-	srv := quietServer(t)
+	srv := idleServer(t)
 	first := register(t, srv)
 	register(t, srv)
 
@@ -371,7 +353,7 @@ func TestEventsTailFollowInProcess(t *testing.T) {
 func TestEventsTailFollowStopsOnSIGTERM(t *testing.T) {
 	db := pgtest.NewDatabase(t)
 	useDatabase(t, db)
-	srv := quietServer(t)
+	srv := idleServer(t)
 	before := register(t, srv)
 
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
@@ -449,7 +431,7 @@ func (w *epipeWriter) Write(p []byte) (int, error) {
 // closes the pipe.
 func TestEventsTailClosedOutputExitsQuietly(t *testing.T) {
 	useDatabase(t, pgtest.NewDatabase(t))
-	srv := quietServer(t)
+	srv := idleServer(t)
 	for range 3 {
 		register(t, srv)
 	}
@@ -498,7 +480,7 @@ func (b *syncBuffer) String() string {
 // of the log's head, so that the last position it prints is safe to resume from.
 func TestEventsTailWaitsForHiddenEvents(t *testing.T) {
 	useDatabase(t, pgtest.NewDatabase(t))
-	srv := quietServer(t)
+	srv := idleServer(t)
 	register(t, srv)
 	ctx := context.Background()
 
@@ -534,6 +516,9 @@ func TestEventsTailWaitsForHiddenEvents(t *testing.T) {
 			t.Fatalf("no note on stderr: %q", stderr.String())
 		case <-time.After(10 * time.Millisecond):
 		}
+	}
+	if !strings.Contains(stderr.String(), "(oldest: pid ") {
+		t.Errorf("the note names no transaction: %q", stderr.String())
 	}
 	if err := older.Rollback(ctx); err != nil {
 		t.Fatal(err)

@@ -43,8 +43,9 @@ func takiWith(t *testing.T, in io.Reader, args ...string) (string, string, error
 	return out.String(), errOut.String(), err
 }
 
-// idleServer wires a server on db whose background work (projections, process managers) never runs:
-// commands sent through its bus only append to the log.
+// idleServer wires a server on the test database whose background work (projections, process
+// managers) never runs: commands sent through its bus only append to the log, and no background
+// transaction holds back the visibility of what a test appends.
 func idleServer(t *testing.T) *server.Server {
 	t.Helper()
 	cfg, err := config.Load(os.Getenv)
@@ -160,6 +161,17 @@ func buildLive(t *testing.T, srv *server.Server) {
 	}
 }
 
+// builtServer is an idle server (see idleServer) on a database of its own holding seedLog's log, with
+// every read model built from it.
+func builtServer(t *testing.T, withPayments bool) *server.Server {
+	t.Helper()
+	useDatabase(t, pgtest.NewDatabase(t))
+	srv := idleServer(t)
+	seedLog(t, srv.Bus, withPayments)
+	buildLive(t, srv)
+	return srv
+}
+
 // assertCaughtUp checks that every projection's checkpoint is the log head.
 func assertCaughtUp(t *testing.T, pool *pgxpool.Pool) {
 	t.Helper()
@@ -175,11 +187,7 @@ func assertCaughtUp(t *testing.T, pool *pgxpool.Pool) {
 }
 
 func TestProjectionsReplayWithoutServer(t *testing.T) {
-	db := pgtest.NewDatabase(t)
-	useDatabase(t, db)
-	srv := idleServer(t)
-	seedLog(t, srv.Bus, true)
-	buildLive(t, srv)
+	srv := builtServer(t, true)
 	before := dumpReadModels(t, srv.Pool)
 	for _, table := range []string{"user_profiles", "chat_messages", "payments"} {
 		if !strings.Contains(before, "== "+table+"\n") || strings.Contains(before, "== "+table+"\n0\n") {
@@ -277,11 +285,7 @@ func assertServerLeads(t *testing.T, srv *testserver.Server) {
 }
 
 func TestProjectionsReplayRefusesWithoutYes(t *testing.T) {
-	db := pgtest.NewDatabase(t)
-	useDatabase(t, db)
-	srv := idleServer(t)
-	seedLog(t, srv.Bus, false)
-	buildLive(t, srv)
+	srv := builtServer(t, false)
 	before := dumpReadModels(t, srv.Pool)
 
 	out, _, err := takiWith(t, strings.NewReader("y\n"), "projections", "replay", "users")

@@ -31,11 +31,7 @@ func scratchSchemas(t *testing.T, pool *pgxpool.Pool) int {
 }
 
 func TestProjectionsVerifyConsistent(t *testing.T) {
-	db := pgtest.NewDatabase(t)
-	useDatabase(t, db)
-	srv := idleServer(t)
-	seedLog(t, srv.Bus, true)
-	buildLive(t, srv)
+	srv := builtServer(t, true)
 	before := dumpReadModels(t, srv.Pool)
 
 	out, stderr, err := takiWith(t, strings.NewReader(""), "projections", "verify", "users")
@@ -67,11 +63,7 @@ func TestProjectionsVerifyConsistent(t *testing.T) {
 }
 
 func TestProjectionsVerifyFindsDifferences(t *testing.T) {
-	db := pgtest.NewDatabase(t)
-	useDatabase(t, db)
-	srv := idleServer(t)
-	seedLog(t, srv.Bus, true)
-	buildLive(t, srv)
+	srv := builtServer(t, true)
 	ctx := context.Background()
 	var renamed uuid.UUID
 	if err := srv.Pool.QueryRow(ctx, `UPDATE user_profiles SET display_name = 'Corrupted Name'

@@ -88,18 +88,25 @@ func runProcess(t *testing.T, e *tailEnv, r *processRecorder, tune ...func(*Proc
 	return runner, sync.OnceFunc(stop)
 }
 
+// appendFirstLogin appends user's first event and returns it as the log holds it.
+func appendFirstLogin(t *testing.T, e *tailEnv, user uuid.UUID) events.Envelope {
+	t.Helper()
+	appendLogins(t, e.store, user, 0, 1)
+	stream, err := e.store.Load(context.Background(), user, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return stream.Events[0]
+}
+
 // A slow event does not hold up the others, but the checkpoint never passes it until it is handled;
 // a restart hands over exactly what was not checkpointed, and one runner leads at a time.
 func TestProcessRunnerHandlesConcurrentlyAndCheckpointsInOrder(t *testing.T) {
 	e := newTailEnv(t)
 	ctx := context.Background()
 	user := uuid.New()
-	appendLogins(t, e.store, user, 0, 1)
-	stream, err := e.store.Load(ctx, user, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	slow := stream.Events[0]
+	first := appendFirstLogin(t, e, user)
+	slow := first
 	last := appendLogins(t, e.store, user, 1, 9)
 
 	r := newProcessRecorder()
@@ -208,17 +215,12 @@ func TestProcessRunnerLeadRunsWhileLeading(t *testing.T) {
 // it finishes: a long provider outage cannot make it buffer the log.
 func TestProcessRunnerStopsReadingBehindAnUnfinishedEvent(t *testing.T) {
 	e := newTailEnv(t)
-	ctx := context.Background()
 	user := uuid.New()
-	appendLogins(t, e.store, user, 0, 1)
-	stream, err := e.store.Load(ctx, user, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	first := appendFirstLogin(t, e, user)
 	appendLogins(t, e.store, user, 1, 9)
 
 	r := newProcessRecorder()
-	r.hold = stream.Events[0].ID
+	r.hold = first.ID
 	full := make(chan struct{}, 1)
 	runProcess(t, e, r, func(cfg *ProcessConfig, p *ProcessRunner) {
 		if cfg != nil {

@@ -22,13 +22,10 @@ func commandThroughput() Benchmark {
 }
 
 func runCommandThroughput(ctx context.Context, env *Env) (Result, error) {
-	phase := LoadPhase{Workers: env.Clients, Warmup: env.Warmup, Duration: env.Duration, OpTimeout: 30 * time.Second}
-
 	// Baseline first, while no server is running, so that it gets the machine to itself.
-	fmt.Fprintf(env.Log, "bench: baseline: single-row INSERT commits on %d connections for %s\n", env.Clients, env.Duration)
-	base, err := insertBaseline(ctx, env, phase)
+	phase, base, err := commitBaseline(ctx, env)
 	if err != nil {
-		return Result{}, fmt.Errorf("baseline: %w", err)
+		return Result{}, err
 	}
 
 	srv, err := env.StartServer(ctx)
@@ -99,6 +96,18 @@ func againstCommits(taki, base LoadStats, unit, cpuName string, cpuPerOp float64
 		},
 		{Name: cpuName, Measured: Measure{cpuPerOp, "ms"}},
 	}
+}
+
+// commitBaseline measures insertBaseline with the harness's clients, warm-up and duration, and returns
+// that load phase for the measured side to run alike.
+func commitBaseline(ctx context.Context, env *Env) (LoadPhase, LoadStats, error) {
+	phase := LoadPhase{Workers: env.Clients, Warmup: env.Warmup, Duration: env.Duration, OpTimeout: 30 * time.Second}
+	fmt.Fprintf(env.Log, "bench: baseline: single-row INSERT commits on %d connections for %s\n", env.Clients, env.Duration)
+	base, err := insertBaseline(ctx, env, phase)
+	if err != nil {
+		return phase, base, fmt.Errorf("baseline: %w", err)
+	}
+	return phase, base, nil
 }
 
 // insertBaseline runs phase with one pgx connection per worker, each inserting event-like rows into a

@@ -50,13 +50,10 @@ var paymentServerEnv = []string{
 }
 
 func runPayments(ctx context.Context, env *Env) (Result, error) {
-	phase := LoadPhase{Workers: env.Clients, Warmup: env.Warmup, Duration: env.Duration, OpTimeout: 30 * time.Second}
-
 	// Baseline first, while no server is running, so that it gets the machine to itself.
-	fmt.Fprintf(env.Log, "bench: baseline: single-row INSERT commits on %d connections for %s\n", env.Clients, env.Duration)
-	base, err := insertBaseline(ctx, env, phase)
+	phase, base, err := commitBaseline(ctx, env)
 	if err != nil {
-		return Result{}, fmt.Errorf("baseline: %w", err)
+		return Result{}, err
 	}
 
 	srv, _, sessions, client, err := seedAndStart(ctx, env, env.Clients, paymentServerEnv...)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -19,13 +18,10 @@ func sendMessageBench() Benchmark {
 }
 
 func runSendMessage(ctx context.Context, env *Env) (Result, error) {
-	phase := LoadPhase{Workers: env.Clients, Warmup: env.Warmup, Duration: env.Duration, OpTimeout: 30 * time.Second}
-
 	// Baseline first, while no server is running, so that it gets the machine to itself.
-	fmt.Fprintf(env.Log, "bench: baseline: single-row INSERT commits on %d connections for %s\n", env.Clients, env.Duration)
-	base, err := insertBaseline(ctx, env, phase)
+	phase, base, err := commitBaseline(ctx, env)
 	if err != nil {
-		return Result{}, fmt.Errorf("baseline: %w", err)
+		return Result{}, err
 	}
 
 	// Users 2w (the sender) and 2w+1 (its partner) share direct chat w.

@@ -20,22 +20,9 @@ import (
 // through POST /payments and decided by the in-process sandbox show in the caller's list, detail and
 // billing summary, never in another user's, and reach the owner's sockets as payment.updated frames.
 
-// prPaymentKeys are the keys of API.md's payment object.
-var prPaymentKeys = []string{"amount_minor", "created_at", "currency", "description", "failure_code", "id",
+// paymentJSONKeys are the keys of API.md's payment object.
+var paymentJSONKeys = []string{"amount_minor", "created_at", "currency", "description", "failure_code", "id",
 	"provider_payment_id", "refunded_minor", "status", "updated_at"}
-
-type prPayment struct {
-	ID                string  `json:"id"`
-	Status            string  `json:"status"`
-	AmountMinor       int64   `json:"amount_minor"`
-	Currency          string  `json:"currency"`
-	RefundedMinor     int64   `json:"refunded_minor"`
-	Description       string  `json:"description"`
-	FailureCode       *string `json:"failure_code"`
-	ProviderPaymentID *string `json:"provider_payment_id"`
-	CreatedAt         string  `json:"created_at"`
-	UpdatedAt         string  `json:"updated_at"`
-}
 
 // prStart starts a server on a database of its own. On the shared test database, another test's
 // server may run the payments process manager (one active per database) and drive this server's
@@ -49,21 +36,21 @@ func prStart(t *testing.T) *testserver.Server {
 }
 
 // prObject decodes a payment object and checks that it has exactly API.md's keys.
-func prObject(t testing.TB, what string, b []byte) (prPayment, map[string]any) {
+func prObject(t testing.TB, what string, b []byte) (paymentJSON, map[string]any) {
 	t.Helper()
-	var p prPayment
+	var p paymentJSON
 	var raw map[string]any
 	if err := json.Unmarshal(b, &p); err != nil || json.Unmarshal(b, &raw) != nil {
 		t.Fatalf("%s: %s: %v", what, b, err)
 	}
-	if got := slices.Sorted(maps.Keys(raw)); !slices.Equal(got, prPaymentKeys) {
-		t.Fatalf("%s has keys %v, want %v", what, got, prPaymentKeys)
+	if got := slices.Sorted(maps.Keys(raw)); !slices.Equal(got, paymentJSONKeys) {
+		t.Fatalf("%s has keys %v, want %v", what, got, paymentJSONKeys)
 	}
 	return p, raw
 }
 
 // prCreate pays through POST /payments and returns the payment it answers.
-func prCreate(t testing.TB, u rtUser, amount int64, currency, source string) prPayment {
+func prCreate(t testing.TB, u rtUser, amount int64, currency, source string) paymentJSON {
 	t.Helper()
 	r := u.client.Do(http.MethodPost, "/api/v1/payments",
 		map[string]any{"amount_minor": amount, "currency": currency, "source_id": source, "description": "for " + source},
@@ -77,7 +64,7 @@ func prCreate(t testing.TB, u rtUser, amount int64, currency, source string) prP
 
 // prAwait reads conn's frames until a payment.updated frame shows payment id with status; every frame
 // before it must be a payment.updated of that payment. It returns the payment and the frame's position.
-func prAwait(t testing.TB, conn *websocket.Conn, id, status string) (prPayment, map[string]any, string) {
+func prAwait(t testing.TB, conn *websocket.Conn, id, status string) (paymentJSON, map[string]any, string) {
 	t.Helper()
 	for range 20 {
 		f := evRead(t, conn)
@@ -100,11 +87,11 @@ func prAwait(t testing.TB, conn *websocket.Conn, id, status string) (prPayment, 
 		}
 	}
 	t.Fatalf("payment %s never reached %s", id, status)
-	return prPayment{}, nil, ""
+	return paymentJSON{}, nil, ""
 }
 
 // prGet reads GET /payments/{id} after the write at position token.
-func prGet(t testing.TB, c *testserver.Client, id, token string) (prPayment, map[string]any) {
+func prGet(t testing.TB, c *testserver.Client, id, token string) (paymentJSON, map[string]any) {
 	t.Helper()
 	r := c.Do(http.MethodGet, "/api/v1/payments/"+id, nil, "X-Consistency-Token", token)
 	if r.StatusCode != http.StatusOK || r.Header.Get("X-Consistency-Stale") != "" {
