@@ -2,9 +2,29 @@ package events
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 )
+
+// ErrUndecodable marks an event this binary cannot read: a type it does not know or a schema version
+// newer than its own (written by a newer binary, during a rolling deploy), or a payload that does not
+// decode (a damaged row). Reading it again cannot succeed, so a reader must not retry it for ever.
+var ErrUndecodable = errors.New("event not readable by this binary")
+
+// UnreadableError is a read of the log that stopped at an event this binary cannot read (it wraps
+// ErrUndecodable). Event is that event without its Data; the read returns the events before it along
+// with the error, so that a reader that can do without the event may go on past it.
+type UnreadableError struct {
+	Event Envelope
+	Err   error
+}
+
+func (e *UnreadableError) Error() string {
+	return fmt.Sprintf("event %s (%s v%d) at %s: %v", e.Event.ID, e.Event.Type, e.Event.SchemaVersion, e.Event.Position, e.Err)
+}
+
+func (e *UnreadableError) Unwrap() error { return e.Err }
 
 // Upcaster turns a payload of schema version N into version N+1.
 type Upcaster func(payload json.RawMessage) (json.RawMessage, error)
@@ -84,25 +104,25 @@ func (r *Registry) Known(name string) bool { _, ok := r.types[name]; return ok }
 func (r *Registry) Decode(name string, version int, payload []byte) (Event, error) {
 	e, ok := r.types[name]
 	if !ok {
-		return nil, fmt.Errorf("decode %s: unknown event type", name)
+		return nil, fmt.Errorf("decode %s: unknown event type: %w", name, ErrUndecodable)
+	}
+	if version > e.version {
+		return nil, fmt.Errorf("decode %s: schema version %d is newer than this binary's %d: %w", name, version, e.version, ErrUndecodable)
 	}
 	raw := json.RawMessage(payload)
 	for v := version; v < e.version; v++ {
 		up, ok := e.upcasters[v]
 		if !ok {
-			return nil, fmt.Errorf("decode %s: no upcaster from schema version %d", name, v)
+			return nil, fmt.Errorf("decode %s: no upcaster from schema version %d: %w", name, v, ErrUndecodable)
 		}
 		var err error
 		if raw, err = up(raw); err != nil {
-			return nil, fmt.Errorf("decode %s: upcast from v%d: %w", name, v, err)
+			return nil, fmt.Errorf("decode %s: upcast from v%d: %w (%w)", name, v, err, ErrUndecodable)
 		}
-	}
-	if version > e.version {
-		return nil, fmt.Errorf("decode %s: schema version %d is newer than this binary's %d", name, version, e.version)
 	}
 	ev, err := e.decode(raw)
 	if err != nil {
-		return nil, fmt.Errorf("decode %s v%d: %w", name, version, err)
+		return nil, fmt.Errorf("decode %s v%d: %w (%w)", name, version, err, ErrUndecodable)
 	}
 	return ev, nil
 }

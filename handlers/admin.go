@@ -2,6 +2,7 @@ package handlers
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -107,7 +108,7 @@ func (h ListEventsHandler) Handle(ctx context.Context, q queries.ListEvents) (qu
 	if limit == 0 {
 		limit = queries.DefaultLimit
 	}
-	envs, err := h.log.ReadLog(ctx, after, q.Type, limit+1)
+	envs, unreadable, err := ReadLogPast(ctx, h.log, after, q.Type, limit+1)
 	if err != nil {
 		return page, err
 	}
@@ -115,13 +116,8 @@ func (h ListEventsHandler) Handle(ctx context.Context, q queries.ListEvents) (qu
 	if more {
 		envs = envs[:limit]
 	}
-	page.Items = make([]queries.LoggedEvent, 0, len(envs))
-	for _, e := range envs {
-		le, err := LoggedEventOf(e)
-		if err != nil {
-			return page, err
-		}
-		page.Items = append(page.Items, le)
+	if page.Items, err = LoggedEventsOf(envs, unreadable); err != nil {
+		return page, err
 	}
 	if more {
 		next := envs[len(envs)-1].Position.String()
@@ -130,11 +126,55 @@ func (h ListEventsHandler) Handle(ctx context.Context, q queries.ListEvents) (qu
 	return page, nil
 }
 
-// LoggedEventOf renders an envelope for operators, secrets redacted.
+// ReadLogPast reads up to limit events of log as ReadLog does, but reads on past each event this
+// binary cannot read (events.UnreadableError): it is returned in its place, without data, and
+// unreadable maps its position to why. Operators' readers of the log use it, so that such an event
+// (a newer binary's, during a rolling deploy) is shown rather than stopping them.
+func ReadLogPast(ctx context.Context, log LogReader, after events.Position, eventType string, limit int) (
+	envs []events.Envelope, unreadable map[events.Position]string, err error) {
+	for len(envs) < limit {
+		batch, err := log.ReadLog(ctx, after, eventType, limit-len(envs))
+		var u *events.UnreadableError
+		if !errors.As(err, &u) {
+			if err != nil {
+				return nil, nil, err
+			}
+			return append(envs, batch...), unreadable, nil
+		}
+		if unreadable == nil {
+			unreadable = map[events.Position]string{}
+		}
+		unreadable[u.Event.Position] = u.Err.Error()
+		envs = append(append(envs, batch...), u.Event)
+		after = u.Event.Position
+	}
+	return envs, unreadable, nil
+}
+
+// LoggedEventsOf renders envelopes for operators (LoggedEventOf); those at a position of unreadable
+// (ReadLogPast) carry its reason.
+func LoggedEventsOf(envs []events.Envelope, unreadable map[events.Position]string) ([]queries.LoggedEvent, error) {
+	out := make([]queries.LoggedEvent, 0, len(envs))
+	for _, e := range envs {
+		le, err := LoggedEventOf(e)
+		if err != nil {
+			return nil, err
+		}
+		le.Unreadable = unreadable[e.Position]
+		out = append(out, le)
+	}
+	return out, nil
+}
+
+// LoggedEventOf renders an envelope for operators, secrets redacted. An envelope without data (an
+// event this binary cannot read) has data null.
 func LoggedEventOf(e events.Envelope) (queries.LoggedEvent, error) {
-	data, err := events.PublicJSON(e.Data)
-	if err != nil {
-		return queries.LoggedEvent{}, fmt.Errorf("encode event %s: %w", e.ID, err)
+	data := json.RawMessage("null")
+	if e.Data != nil {
+		var err error
+		if data, err = events.PublicJSON(e.Data); err != nil {
+			return queries.LoggedEvent{}, fmt.Errorf("encode event %s: %w", e.ID, err)
+		}
 	}
 	return queries.LoggedEvent{
 		Position: e.Position.String(), ID: e.ID.String(), Type: e.Type, SchemaVersion: e.SchemaVersion,

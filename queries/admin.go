@@ -96,4 +96,7 @@ type LoggedEvent struct {
 	CausationID   string          `json:"causation_id,omitempty"`
 	UserID        string          `json:"user_id,omitempty"`
 	Data          json.RawMessage `json:"data"`
+	// Unreadable says why this binary cannot read the event (a newer binary's type or schema
+	// version, or a damaged payload); its data is then null.
+	Unreadable string `json:"unreadable,omitempty"`
 }

@@ -124,11 +124,12 @@ func tailEvents(ctx context.Context, env *environment, cfg config.Config, regist
 		if err != nil {
 			return quietOnCancel(ctx, err)
 		}
-		batch, err := store.ReadLog(ctx, pos, eventType, tailBatchSize)
+		// An event this binary cannot read is printed in its place, with data null and the reason.
+		batch, unreadable, err := handlers.ReadLogPast(ctx, store, pos, eventType, tailBatchSize)
 		if err != nil {
 			return quietOnCancel(ctx, err)
 		}
-		if err := writeEvents(w, batch); err != nil {
+		if err := writeEvents(w, batch, unreadable); err != nil {
 			if isClosedOutput(err) {
 				return nil
 			}
@@ -210,15 +211,15 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 
 // writeEvents writes batch as JSON lines in the admin API's shape (handlers.LoggedEventOf: password
 // hashes redacted) and flushes them.
-func writeEvents(w *bufio.Writer, batch []events.Envelope) error {
-	for _, e := range batch {
-		le, err := handlers.LoggedEventOf(e)
-		if err != nil {
-			return err
-		}
+func writeEvents(w *bufio.Writer, batch []events.Envelope, unreadable map[events.Position]string) error {
+	logged, err := handlers.LoggedEventsOf(batch, unreadable)
+	if err != nil {
+		return err
+	}
+	for _, le := range logged {
 		line, err := json.Marshal(le)
 		if err != nil {
-			return fmt.Errorf("encode event %s: %w", e.ID, err)
+			return fmt.Errorf("encode event %s: %w", le.ID, err)
 		}
 		line = append(line, '\n')
 		if _, err := w.Write(line); err != nil {

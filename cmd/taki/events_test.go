@@ -536,3 +536,37 @@ func TestEventsTailWaitsForHiddenEvents(t *testing.T) {
 		t.Errorf("printed %d events, want both registrations:\n%s", len(evs), stdout.String())
 	}
 }
+
+// An event this binary cannot read (a newer binary's type, during a rolling deploy) is printed in
+// its place with data null and the reason, and the tail reads on past it.
+func TestEventsTailShowsAnUnreadableEventAndReadsOn(t *testing.T) {
+	useDatabase(t, pgtest.NewDatabase(t))
+	srv := idleServer(t)
+	first := register(t, srv)
+	if _, err := srv.Pool.Exec(context.Background(), `INSERT INTO events (transaction_id, event_id, stream_id, stream_type,
+			version, event_type, schema_version, occurred_at, payload, metadata)
+		VALUES (pg_current_xact_id(), $1, $2, 'user', 99, 'user.nickname_set', 1, now(), '{"nickname": "x"}', '{}')`,
+		uuid.New(), first.ID); err != nil {
+		t.Fatal(err)
+	}
+	register(t, srv)
+	wantIDs, wantTypes := loggedLog(t, srv)
+
+	defer func(n int) { tailBatchSize = n }(tailBatchSize)
+	for _, batch := range []int{1, 2, 100} {
+		tailBatchSize = batch
+		all := parseTail(t, mustTaki(t, "events", "tail"))
+		if got := idsOf(all); !slices.Equal(got, wantIDs) {
+			t.Fatalf("batch %d: tail printed ids %v, want the log's %v", batch, got, wantIDs)
+		}
+		for i, e := range all {
+			unreadable := wantTypes[i] == "user.nickname_set"
+			if unreadable != (e.Unreadable != "") || unreadable != (string(e.Data) == "null") {
+				t.Fatalf("batch %d: event %d (%s) has data %s, unreadable %q", batch, i, e.Type, e.Data, e.Unreadable)
+			}
+			if unreadable && !strings.Contains(e.Unreadable, "unknown event type") {
+				t.Fatalf("unreadable says %q", e.Unreadable)
+			}
+		}
+	}
+}

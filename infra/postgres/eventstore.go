@@ -250,11 +250,16 @@ func (s *EventStore) LoadUntil(ctx context.Context, streamID uuid.UUID, snapshot
 	return out, nil
 }
 
+// collect decodes rows. At an event this binary cannot read it stops with the events before it and
+// an *events.UnreadableError.
 func (s *EventStore) collect(rows pgx.Rows) ([]events.Envelope, error) {
 	defer rows.Close()
 	var out []events.Envelope
 	for rows.Next() {
 		env, err := s.decodeRow(rows)
+		if errors.Is(err, events.ErrUndecodable) {
+			return out, &events.UnreadableError{Event: env, Err: err}
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -290,7 +295,8 @@ func (s *EventStore) ClaimOwner(ctx context.Context, kind, value string) (uuid.U
 }
 
 // ReadLog reads up to limit events after position in consumption order, only of eventType when it is
-// not empty. Like the consumers, it shows no event while an older writer is still running, so a reader
+// not empty. At an event this binary cannot read it stops with an *events.UnreadableError, returning the
+// events before it too. Like the consumers, it shows no event while an older writer is still running, so a reader
 // that pages with the last position it saw never skips one.
 func (s *EventStore) ReadLog(ctx context.Context, after events.Position, eventType string, limit int) ([]events.Envelope, error) {
 	rows, err := s.pool.Query(ctx, `SELECT `+selectColumns+` FROM events
@@ -304,7 +310,8 @@ func (s *EventStore) ReadLog(ctx context.Context, after events.Position, eventTy
 	}
 	out, err := s.collect(rows)
 	if err != nil {
-		return nil, fmt.Errorf("read log: %w", err)
+		// The events before an unreadable one come along (events.UnreadableError).
+		return out, fmt.Errorf("read log: %w", err)
 	}
 	return out, nil
 }

@@ -22,7 +22,11 @@ type TailConfig struct {
 	// PollInterval is the safety-net read while no wake-up arrives (default 1 s). Wake-ups (appends of
 	// this process, NOTIFY of the others) are the normal path; the poll only covers a lost one.
 	PollInterval time.Duration
-	Logger       *slog.Logger
+	// Unreadable is told of each event this binary cannot read (events.ErrUndecodable), in log order
+	// with the batches: the tail then reads on past it rather than retrying a read that cannot
+	// succeed (required).
+	Unreadable func(ctx context.Context, env events.Envelope, err error)
+	Logger     *slog.Logger
 }
 
 func (c *TailConfig) setDefaults() {
@@ -54,8 +58,8 @@ type Tail struct {
 // NewTail returns a tail on store, woken by notifier (both required).
 func NewTail(store *EventStore, notifier *Notifier, cfg TailConfig) (*Tail, error) {
 	cfg.setDefaults()
-	if store == nil || notifier == nil || cfg.Logger == nil {
-		return nil, errors.New("new tail: store, notifier and logger are required")
+	if store == nil || notifier == nil || cfg.Logger == nil || cfg.Unreadable == nil {
+		return nil, errors.New("new tail: store, notifier, logger and Unreadable are required")
 	}
 	if cfg.BatchSize < 1 || cfg.PollInterval < 0 {
 		return nil, errors.New("new tail: batch size and poll interval must be positive")
@@ -82,7 +86,8 @@ const (
 
 // Run delivers every event committed after the log's visible head at its start to deliver, in log
 // order and in batches, until ctx ends. A batch whose delivery fails is offered again after a pause
-// (deliver must tolerate seeing events again). It returns ctx's error, or a start-up failure once ctx
+// (deliver must tolerate seeing events again). An event this binary cannot read goes to the
+// configured Unreadable in its place in the order, after the batch before it was delivered. It returns ctx's error, or a start-up failure once ctx
 // ends.
 func (t *Tail) Run(ctx context.Context, deliver func(ctx context.Context, batch []events.Envelope) error) error {
 	start, err := t.startPosition(ctx)
@@ -102,7 +107,17 @@ func (t *Tail) Run(ctx context.Context, deliver func(ctx context.Context, batch 
 		// Taken before the read, so that an append committed after it wakes the wait below.
 		_, woke := t.notifier.Generation()
 		batch, err := t.store.ReadLog(ctx, pos, "", t.cfg.BatchSize)
-		if err == nil && len(batch) > 0 {
+		var unreadable *events.UnreadableError
+		if errors.As(err, &unreadable) {
+			err = nil
+			if len(batch) > 0 {
+				err = deliver(ctx, batch)
+			}
+			if err == nil {
+				t.cfg.Unreadable(ctx, unreadable.Event, unreadable.Err)
+				batch = append(batch, unreadable.Event)
+			}
+		} else if err == nil && len(batch) > 0 {
 			err = deliver(ctx, batch)
 		}
 		if err != nil {
@@ -125,7 +140,7 @@ func (t *Tail) Run(ctx context.Context, deliver func(ctx context.Context, batch 
 			t.pos = pos
 			t.mu.Unlock()
 		}
-		if len(batch) == t.cfg.BatchSize {
+		if len(batch) == t.cfg.BatchSize || unreadable != nil {
 			chase = tailMinChase
 			continue // behind: read on at once
 		}

@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -98,6 +99,11 @@ func runTail(t *testing.T, e *tailEnv, cfg TailConfig, r *received) *Tail {
 	t.Helper()
 	if cfg.Logger == nil {
 		cfg.Logger = logging.Discard()
+	}
+	if cfg.Unreadable == nil {
+		cfg.Unreadable = func(_ context.Context, env events.Envelope, err error) {
+			t.Errorf("tail found %s at %v unreadable: %v", env.Type, env.Position, err)
+		}
 	}
 	tail, err := NewTail(e.store, e.notifier, cfg)
 	if err != nil {
@@ -242,7 +248,8 @@ func TestTailRetriesAFailedDelivery(t *testing.T) {
 	r := newReceived()
 	var mu sync.Mutex
 	fails := 2
-	tail, err := NewTail(e.store, e.notifier, TailConfig{Logger: logging.Discard()})
+	tail, err := NewTail(e.store, e.notifier, TailConfig{Logger: logging.Discard(),
+		Unreadable: func(context.Context, events.Envelope, error) { t.Error("unreadable event") }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -401,5 +408,71 @@ func TestLogHeadOrdersTransactionsAsNumbers(t *testing.T) {
 		if p.TxID != 10 {
 			t.Fatalf("head %v, want the event of transaction 10", p)
 		}
+	}
+}
+
+// An event this binary cannot read (a newer binary's type or schema version, or a damaged payload)
+// does not stop the tail: it goes to Unreadable in its place in the order, and the events after it
+// are delivered.
+func TestTailHandsUnreadableEventsOverAndReadsOn(t *testing.T) {
+	t.Parallel()
+	e := newTailEnv(t)
+	r := newReceived()
+	var (
+		mu         sync.Mutex
+		unreadable []events.Envelope
+	)
+	// BatchSize 2 puts the unreadable events at a batch's start, middle and end.
+	runTail(t, e, TailConfig{BatchSize: 2, Unreadable: func(_ context.Context, env events.Envelope, err error) {
+		if !errors.Is(err, events.ErrUndecodable) {
+			t.Errorf("unreadable %s: %v is not ErrUndecodable", env.Type, err)
+		}
+		mu.Lock()
+		unreadable = append(unreadable, env)
+		mu.Unlock()
+		// In its place in the order: every readable event before it was delivered already.
+		r.deliver(context.Background(), []events.Envelope{env})
+	}}, r)
+
+	ctx := context.Background()
+	stream := uuid.Must(uuid.NewV7())
+	appendLogins(t, e.store, stream, 0, 1)
+	bad := []struct{ eventType, payload string }{
+		{"user.nickname_set", `{}`},                                  // a type of a newer binary
+		{"user.logged_in", `{"user_id": 7}`},                         // a damaged payload
+		{"user.logged_in", `{"user_id": "` + stream.String() + `"}`}, // schema version 99, below
+	}
+	for i, b := range bad {
+		version := 99
+		if i < 2 {
+			version = 1
+		}
+		if _, err := e.pool.Exec(ctx, `INSERT INTO events (transaction_id, event_id, stream_id, stream_type, version,
+				event_type, schema_version, occurred_at, payload, metadata)
+			VALUES (pg_current_xact_id(), $1, $2, 'user', $3, $4, $5, now(), $6, '{}')`,
+			uuid.Must(uuid.NewV7()), stream, 2+2*i, b.eventType, version, b.payload); err != nil {
+			t.Fatal(err)
+		}
+		appendLogins(t, e.store, stream, int64(2+2*i), 1)
+	}
+
+	got := r.waitFor(t, 7, nil)
+	if len(got) != 7 {
+		t.Fatalf("got %d events, want 7", len(got))
+	}
+	for i, env := range got {
+		if env.Version != int64(i+1) {
+			t.Fatalf("event %d has version %d: not in log order", i, env.Version)
+		}
+		wantUnreadable := i%2 == 1
+		if (env.Data == nil) != wantUnreadable {
+			t.Fatalf("event %d (%s): data %v", i, env.Type, env.Data)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(unreadable) != 3 || unreadable[0].Type != "user.nickname_set" || unreadable[2].SchemaVersion != 99 ||
+		unreadable[1].StreamID != stream || unreadable[1].Position.IsZero() {
+		t.Fatalf("unreadable events: %+v", unreadable)
 	}
 }

@@ -63,7 +63,11 @@ func newRealtime(databaseURL string, logger *slog.Logger, pool *pgxpool.Pool, st
 	if err != nil {
 		return nil, err
 	}
-	tail, err := postgres.NewTail(store, notifier, postgres.TailConfig{Logger: logger})
+	tail, err := postgres.NewTail(store, notifier, postgres.TailConfig{Logger: logger,
+		Unreadable: func(ctx context.Context, env events.Envelope, err error) {
+			r.aggregates.Forget(env.StreamID, env.Version)
+			r.fanout.Unreadable(ctx, env, err)
+		}})
 	if err != nil {
 		return nil, err
 	}

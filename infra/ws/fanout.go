@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"taki/events"
@@ -17,16 +18,24 @@ import (
 // frame, and each frame is encoded once and queued on those users' sockets here. Every instance runs
 // its own; they share nothing but the log.
 type Fanout struct {
-	hub    *Hub
-	feed   Feed
-	log    *slog.Logger
-	events prometheus.Counter
-	frames prometheus.Counter
-	lag    prometheus.Gauge
+	hub        *Hub
+	feed       FanoutFeed
+	log        *slog.Logger
+	events     prometheus.Counter
+	frames     prometheus.Counter
+	unreadable prometheus.Counter
+	lag        prometheus.Gauge
+}
+
+// FanoutFeed is the feed of the live fan-out (*handlers.Feed): the frames of each event, and who may
+// have had a frame of an event this binary cannot read.
+type FanoutFeed interface {
+	Feed
+	Unreadable(env events.Envelope) (to []uuid.UUID, all bool)
 }
 
 // NewFanout returns a fan-out to hub's sockets. Its metrics go to reg.
-func NewFanout(hub *Hub, feed Feed, logger *slog.Logger, reg prometheus.Registerer) (*Fanout, error) {
+func NewFanout(hub *Hub, feed FanoutFeed, logger *slog.Logger, reg prometheus.Registerer) (*Fanout, error) {
 	if hub == nil || feed == nil || logger == nil || reg == nil {
 		return nil, errors.New("new fan-out: hub, feed, logger and registry are required")
 	}
@@ -35,12 +44,16 @@ func NewFanout(hub *Hub, feed Feed, logger *slog.Logger, reg prometheus.Register
 			Name: "taki_ws_fanout_events_total", Help: "Events of the log the WebSocket fan-out handled."}),
 		frames: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "taki_ws_fanout_frames_total", Help: "Event frames the WebSocket fan-out queued on sockets."}),
+		unreadable: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "taki_ws_fanout_unreadable_events_total",
+			Help: "Events the WebSocket fan-out could not read (written by a newer binary, or damaged); their possible recipients were sent resync_required."}),
 		lag: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "taki_ws_fanout_lag_seconds", Help: "Age of the last event the WebSocket fan-out handled when it handled it."}),
 	}
-	for i, c := range []prometheus.Collector{f.events, f.frames, f.lag} {
+	collectors := []prometheus.Collector{f.events, f.frames, f.unreadable, f.lag}
+	for i, c := range collectors {
 		if err := reg.Register(c); err != nil {
-			for _, done := range []prometheus.Collector{f.events, f.frames, f.lag}[:i] {
+			for _, done := range collectors[:i] {
 				reg.Unregister(done)
 			}
 			return nil, err
@@ -53,10 +66,16 @@ const fanoutMaxRetry = 5 * time.Second
 
 // Deliver queues the frames of batch's events, in order; it is the tail's callback. An event whose
 // frames cannot be built (the database is unreachable) is retried until it succeeds or ctx ends, so
-// the order holds and no socket misses a frame; the error returned is ctx's.
+// the order holds and no socket misses a frame; the error returned is ctx's. An event this binary
+// cannot read, or whose chat cannot be folded because of one, is handed to Unreadable instead:
+// retrying it cannot succeed, and would stop delivery to every socket of this instance.
 func (f *Fanout) Deliver(ctx context.Context, batch []events.Envelope) error {
 	for _, env := range batch {
 		frames, err := f.framesOf(ctx, env)
+		if errors.Is(err, events.ErrUndecodable) {
+			f.Unreadable(ctx, env, err)
+			continue
+		}
 		if err != nil {
 			return err
 		}
@@ -80,8 +99,8 @@ func (f *Fanout) Deliver(ctx context.Context, batch []events.Envelope) error {
 func (f *Fanout) framesOf(ctx context.Context, env events.Envelope) ([]handlers.FeedFrame, error) {
 	for failures := 1; ; failures++ {
 		frames, err := f.feed.Frames(ctx, env)
-		if err == nil {
-			return frames, nil
+		if err == nil || errors.Is(err, events.ErrUndecodable) {
+			return frames, err
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -98,4 +117,31 @@ func (f *Fanout) framesOf(ctx context.Context, env events.Envelope) ([]handlers.
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// Unreadable handles env, an event of the log this binary cannot read (err wraps
+// events.ErrUndecodable): a newer binary wrote it during a rolling deploy, or its row is damaged. No
+// frame can be built for it, so everyone who may have had one (the feed's guess: the chat's members,
+// a payment's owner, else every socket here) gets resync_required at its position, in order with the
+// event frames: they reload their state through the API, and a later ?since= starts past it. The
+// tail calls it for events it cannot decode, Deliver for events whose chat it cannot fold.
+func (f *Fanout) Unreadable(ctx context.Context, env events.Envelope, err error) {
+	to, all := f.feed.Unreadable(env)
+	b, encErr := EncodeFrame(ServerFrame{Type: TypeResyncRequired, Position: env.Position.String()})
+	if encErr != nil {
+		f.log.ErrorContext(ctx, "websocket frame not encoded", slog.String("error", encErr.Error()))
+		return
+	}
+	var sockets int
+	if all {
+		sockets = f.hub.SendEventToAll(env.Position, b)
+	} else {
+		sockets = f.hub.SendEvent(to, env.Position, b)
+	}
+	f.unreadable.Inc()
+	f.events.Inc()
+	f.log.ErrorContext(ctx, "websocket fan-out cannot read an event; its possible recipients were sent resync_required",
+		slog.String("event_type", env.Type), slog.Int("schema_version", env.SchemaVersion),
+		slog.String("stream_type", env.StreamType), slog.String("stream_id", env.StreamID.String()),
+		slog.String("position", env.Position.String()), slog.Int("sockets", sockets), slog.String("error", err.Error()))
 }

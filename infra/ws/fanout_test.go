@@ -26,7 +26,27 @@ func (testEvent) EventType() string { return "test.event" }
 // testFeed sends each testEvent to its users (only to one, when only is set).
 type testFeed struct{ only uuid.UUID }
 
+// testUnreadable stands for an event the feed cannot build frames of (events.ErrUndecodable), whose
+// possible recipients the feed guesses as To, or cannot guess (All).
+type testUnreadable struct {
+	To  []uuid.UUID
+	All bool
+}
+
+func (testUnreadable) EventType() string { return "test.unreadable" }
+
+func (f testFeed) Unreadable(env events.Envelope) ([]uuid.UUID, bool) {
+	ev, ok := env.Data.(testUnreadable)
+	if !ok {
+		return nil, true
+	}
+	return ev.To, ev.All
+}
+
 func (f testFeed) Frames(_ context.Context, env events.Envelope) ([]handlers.FeedFrame, error) {
+	if _, ok := env.Data.(testUnreadable); ok {
+		return nil, fmt.Errorf("fold test stream: %w", events.ErrUndecodable)
+	}
 	ev, ok := env.Data.(testEvent)
 	if !ok {
 		return nil, nil
@@ -52,12 +72,12 @@ type memEventLog struct {
 	gateMu sync.Mutex
 }
 
-func (l *memEventLog) add(to ...uuid.UUID) events.Envelope {
+func (l *memEventLog) add(data events.Event) events.Envelope {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	n := int64(len(l.evs) + 1)
-	env := events.Envelope{ID: uuid.New(), Type: "test.event", Version: n, Position: events.Position{TxID: uint64(n), Offset: n},
-		Data: testEvent{To: to}}
+	env := events.Envelope{ID: uuid.New(), Type: data.EventType(), Version: n, Position: events.Position{TxID: uint64(n), Offset: n},
+		Data: data}
 	l.evs = append(l.evs, env)
 	return env
 }
@@ -136,10 +156,12 @@ func newLiveEnv(t *testing.T, edit func(*Config)) *liveEnv {
 }
 
 // publish appends an event for to and delivers it, as the tail does after the commit.
-func (e *liveEnv) publish(to ...uuid.UUID) events.Envelope {
+func (e *liveEnv) publish(to ...uuid.UUID) events.Envelope { return e.publishData(testEvent{To: to}) }
+
+func (e *liveEnv) publishData(data events.Event) events.Envelope {
 	e.pubMu.Lock()
 	defer e.pubMu.Unlock()
-	env := e.log.add(to...)
+	env := e.log.add(data)
 	if err := e.fanout.Deliver(context.Background(), []events.Envelope{env}); err != nil {
 		e.t.Error(err)
 	}
@@ -342,6 +364,66 @@ func TestRecoveryTooFarBehindGetsResyncRequired(t *testing.T) {
 	conn := e.dialSince(alice, tok, e.log.evs[len(e.log.evs)-5].Position)
 	last := e.publish(alice)
 	wantExactly(t, readEvents(t, conn, last.Position), e.log.evs, e.log.evs[len(e.log.evs)-6].Position)
+}
+
+// An event whose frames cannot be built because this binary cannot read it (a newer binary's, or a
+// damaged one) does not stop the fan-out: its possible recipients get resync_required at its position,
+// in order with the event frames, everyone when the feed cannot tell who, and delivery goes on.
+func TestFanoutTellsThePossibleRecipientsOfAnUnreadableEventToResync(t *testing.T) {
+	t.Parallel()
+	e := newLiveEnv(t, nil)
+	alice, aliceConn := e.dialToken()
+	bob, bobConn := e.dialToken()
+	carol, carolConn := e.dialToken()
+	e.waitSockets(3)
+	e1 := e.publish(alice)
+	e2 := e.publishData(testUnreadable{To: []uuid.UUID{alice, bob}})
+	e3 := e.publish(alice, carol)
+	e4 := e.publishData(testUnreadable{All: true})
+	e5 := e.publish(bob, carol)
+	event, resync := "test.event", TypeResyncRequired
+	for _, tc := range []struct {
+		name string
+		conn *websocket.Conn
+		want []events.Envelope
+	}{
+		{"alice", aliceConn, []events.Envelope{e1, e2, e3, e4}},
+		{"bob", bobConn, []events.Envelope{e2, e4, e5}},
+		{"carol", carolConn, []events.Envelope{e3, e4, e5}},
+	} {
+		for _, want := range tc.want {
+			wantType := event
+			if _, ok := want.Data.(testUnreadable); ok {
+				wantType = resync
+			}
+			if f := read(t, tc.conn); f.Type != wantType || f.Position != want.Position.String() {
+				t.Fatalf("%s got %s at %s, want %s at %s", tc.name, f.Type, f.Position, wantType, want.Position)
+			}
+		}
+	}
+}
+
+// A recovery that meets an event this binary cannot read cannot say what the client missed: it
+// sends what it read before it, then resync_required, then live frames.
+func TestRecoveryMeetingAnUnreadableEventGetsResyncRequired(t *testing.T) {
+	t.Parallel()
+	e := newLiveEnv(t, nil)
+	alice, tok := e.token()
+	e0 := e.publish(alice)
+	e1 := e.publish(alice)
+	e.publishData(testUnreadable{To: []uuid.UUID{alice}})
+	e.publish(alice)
+	conn := e.dialSince(alice, tok, e0.Position)
+	if f := read(t, conn); f.Type != "test.event" || f.Position != e1.Position.String() {
+		t.Fatalf("got %+v, want the event before the unreadable one", f)
+	}
+	if f := read(t, conn); f.Type != TypeResyncRequired || f.Position != "" {
+		t.Fatalf("got %+v, want resync_required", f)
+	}
+	last := e.publish(alice)
+	if got := readEvents(t, conn, last.Position); len(got) != 1 {
+		t.Fatalf("after resync_required got %v, want the live frame only", got)
+	}
 }
 
 func TestMalformedSinceIsRefused(t *testing.T) {

@@ -254,6 +254,25 @@ func (h *Hub) SendEvent(userIDs []uuid.UUID, pos events.Position, frame []byte) 
 	return n
 }
 
+// SendEventToAll is SendEvent to every socket open on this instance.
+func (h *Hub) SendEventToAll(pos events.Position, frame []byte) int {
+	h.mu.RLock()
+	targets := make([]*Client, 0, h.sockets)
+	for _, socks := range h.users {
+		for _, c := range socks {
+			targets = append(targets, c)
+		}
+	}
+	h.mu.RUnlock()
+	n := 0
+	for _, c := range targets {
+		if c.sendEvent(pos, frame) == nil {
+			n++
+		}
+	}
+	return n
+}
+
 // Connected reports whether the user has a socket open on this instance.
 func (h *Hub) Connected(userID uuid.UUID) bool {
 	h.mu.RLock()

@@ -15,9 +15,9 @@ import (
 	"taki/handlers"
 )
 
-// TypeResyncRequired tells a client that asked to recover from a position that it cannot be served
-// (too far behind, or not a position of this log): it reloads its state through the API; live frames
-// follow.
+// TypeResyncRequired tells a client that it cannot be served the events it missed: it asked to
+// recover from a position too far behind or not of this log, or the log holds an event this binary
+// cannot read (Fanout.Unreadable). It reloads its state through the API; live frames follow.
 const TypeResyncRequired = "resync_required"
 
 // Defaults of RecoveryConfig.
@@ -268,11 +268,19 @@ func (h *Hub) replay(c *Client, since events.Position) error {
 	replayed := 0
 	for {
 		batch, err := r.Log.ReadLog(ctx, cursor, "", r.BatchSize)
+		if errors.Is(err, events.ErrUndecodable) {
+			// An event this binary cannot read (see Fanout.Unreadable): the recovery cannot say what
+			// the client missed, so the client reloads.
+			return c.resync(ctx)
+		}
 		if err != nil {
 			return err
 		}
 		for _, env := range batch {
 			frames, err := feed.Frames(ctx, env)
+			if errors.Is(err, events.ErrUndecodable) {
+				return c.resync(ctx)
+			}
 			if err != nil {
 				return err
 			}

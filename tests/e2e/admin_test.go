@@ -227,6 +227,7 @@ type admEvent struct {
 	Version       int64           `json:"version"`
 	OccurredAt    string          `json:"occurred_at"`
 	Data          json.RawMessage `json:"data"`
+	Unreadable    string          `json:"unreadable"`
 }
 
 type admEventPage struct {
@@ -548,6 +549,74 @@ func TestAdminEventsPagesTheLog(t *testing.T) {
 	r = admin.Do(http.MethodGet, "/api/v1/admin/events?after="+url.QueryEscape(all[total-1].Position), nil)
 	if !strings.Contains(string(r.Body), `"items":[]`) || !strings.Contains(string(r.Body), `"next_cursor":null`) {
 		t.Errorf("after the last event: %s, want {\"items\":[],\"next_cursor\":null}", r.Body)
+	}
+}
+
+// An event this binary cannot read (a newer binary's type or schema version, during a rolling
+// deploy) is shown in its place with data null and why, and the pages go on past it.
+func TestAdminEventsShowsUnreadableEventsAndPagesPastThem(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, pgtest.NewDatabase(t))
+	admin, _ := admNewAdmin(t, srv)
+	for _, typ := range []struct {
+		name    string
+		version int
+	}{{"user.nickname_set", 1}, {"user.logged_in", 99}} {
+		if _, err := srv.Pool.Exec(context.Background(), `INSERT INTO events (transaction_id, event_id, stream_id, stream_type,
+				version, event_type, schema_version, occurred_at, payload, metadata)
+			VALUES (pg_current_xact_id(), $1, $2, 'user', 1, $3, $4, now(), '{}', '{}')`,
+			uuid.New(), uuid.New(), typ.name, typ.version); err != nil {
+			t.Fatal(err)
+		}
+		admNewMember(t, srv, "After "+typ.name)
+	}
+	// The users projection stops at the unreadable events (it must not skip what a newer binary may
+	// project): wait for the log itself to show every event instead, which it does once no older
+	// transaction of the cluster runs.
+	deadline := time.Now().Add(30 * time.Second)
+	for visible := false; !visible; {
+		if err := srv.Pool.QueryRow(context.Background(), `SELECT pg_snapshot_xmin(pg_current_snapshot()) >
+			(SELECT max(transaction_id) FROM events)`).Scan(&visible); err != nil {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the log's last events never became visible")
+		}
+	}
+	var ids []string
+	rows, err := srv.Pool.Query(context.Background(), `SELECT event_id::text FROM events ORDER BY transaction_id, "offset"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	if rows.Close(); rows.Err() != nil {
+		t.Fatal(rows.Err())
+	}
+	for _, limit := range []int{1, 2, 3, 50} {
+		all, _ := admAllEvents(t, admin, limit)
+		var got []string
+		unreadable := 0
+		for _, e := range all {
+			got = append(got, e.ID)
+			if (e.Unreadable != "") != (string(e.Data) == "null") {
+				t.Fatalf("limit %d: %s has data %s and unreadable %q", limit, e.Type, e.Data, e.Unreadable)
+			}
+			if e.Unreadable != "" {
+				unreadable++
+				if e.Type != "user.nickname_set" && e.SchemaVersion != 99 {
+					t.Fatalf("limit %d: readable %s v%d shown as unreadable: %s", limit, e.Type, e.SchemaVersion, e.Unreadable)
+				}
+			}
+		}
+		if !slices.Equal(got, ids) || unreadable != 2 {
+			t.Fatalf("limit %d: pages hold %v (%d unreadable), want the log's %v and 2 unreadable", limit, got, unreadable, ids)
+		}
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -437,6 +438,60 @@ func TestRTResyncRequired(t *testing.T) {
 	// A malformed position is refused at the handshake.
 	_, resp, err := rtDial(t, srv, "token="+url.QueryEscape(rtTokenOf(t, alice))+"&since=yesterday", nil)
 	rtWantRefused(t, "malformed since", resp, err, http.StatusBadRequest, "bad-request")
+}
+
+// An event this binary cannot read (here a type of some newer binary, as during a rolling deploy)
+// does not stop live delivery: the members of its chat get resync_required at its position, everyone
+// else keeps getting frames, and a recovery across it gets resync_required.
+func TestRTUnreadableEventInTheLog(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDatabase(t)
+	srv := testserver.Start(t, db)
+	alice, bob, carol := rtSignUp(t, srv, "alice"), rtSignUp(t, srv, "bob"), rtSignUp(t, srv, "carol")
+	a, b, c := evDial(t, srv, alice, ""), evDial(t, srv, bob, ""), evDial(t, srv, carol, "")
+	group := evGroup(t, alice, bob)
+	evNext(t, a, "chat.created")
+	evNext(t, b, "chat.created")
+	direct := evDirect(t, alice, carol)
+	evNext(t, a, "chat.created")
+	evNext(t, c, "chat.created")
+	evSend(t, bob, group, "before")
+	before := evNext(t, a, "message.sent")
+	evNext(t, b, "message.sent")
+
+	pool := pgtest.NewPool(t, db)
+	var unreadable events.Position
+	var xid string
+	err := pool.QueryRow(t.Context(), `INSERT INTO events (transaction_id, event_id, stream_id, stream_type, version,
+			event_type, schema_version, occurred_at, payload, metadata)
+		SELECT pg_current_xact_id(), $1, stream_id, stream_type, max(version) + 1, 'chat.pinned', 1, now(), '{"seq": 1}', '{}'
+		FROM events WHERE stream_id = $2 GROUP BY stream_id, stream_type
+		RETURNING transaction_id::text, "offset"`, uuid.New(), group).Scan(&xid, &unreadable.Offset)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if unreadable.TxID, err = strconv.ParseUint(xid, 10, 64); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, conn := range []*websocket.Conn{a, b} {
+		if f := evRead(t, conn); f.Type != ws.TypeResyncRequired || f.Position != unreadable.String() {
+			t.Fatalf("got %s at %s, want resync_required at %s", f.Type, f.Position, unreadable)
+		}
+	}
+	// Delivery goes on, to the group's members too.
+	evProbe(t, carol, direct, a, c)
+	r := srv.Client(t).Do(http.MethodGet, "/metrics", nil)
+	if !strings.Contains(string(r.Body), "\ntaki_ws_fanout_unreadable_events_total 1\n") {
+		t.Fatal("/metrics does not count the unreadable event")
+	}
+
+	// Recovering across it: resync_required, then live frames.
+	conn := evDial(t, srv, alice, before.Position)
+	if f := evRead(t, conn); f.Type != ws.TypeResyncRequired || f.Position != "" {
+		t.Fatalf("recovery across an unreadable event: got %+v, want resync_required", f)
+	}
+	evProbe(t, carol, direct, conn, a, c)
 }
 
 // A socket that stops reading is closed with 1013 once it falls a whole buffer behind, after the
