@@ -20,7 +20,8 @@ type aggregate[S any] struct {
 	// snapshotEvery writes a snapshot whenever a stream's version crosses a multiple of it, so loading
 	// costs the snapshot plus fewer than snapshotEvery events however long the stream grows.
 	snapshotEvery int64
-	// stateVersion changes when S's JSON shape changes; older snapshots are then ignored.
+	// stateVersion changes when S's JSON shape or what evolve makes of the events changes; older
+	// snapshots are then ignored.
 	stateVersion int
 }
 

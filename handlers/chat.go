@@ -55,15 +55,13 @@ func (c chat) admins() int {
 	return n
 }
 
-// readBy counts the members other than sender whose read cursor reached seq.
+// readBy is the read_by_count of message seq of sender as the chat's read cursors stand.
 func (c chat) readBy(seq int64, sender uuid.UUID) int64 {
-	var n int64
+	byUser := make(map[uuid.UUID]int64, len(c.Members))
 	for id, m := range c.Members {
-		if id != sender && m.LastRead >= seq {
-			n++
-		}
+		byUser[id] = m.LastRead
 	}
-	return n
+	return queries.NewReadCursors(byUser).ReadByCount(seq, sender)
 }
 
 var chats = aggregate[chat]{

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"math"
 	"slices"
 	"sync"
@@ -78,24 +77,78 @@ type FeedConfig struct {
 // Feed decides which users get which frame for each event of the log. Fed the log in order, it folds
 // every chat's membership and read cursors with evolveChat, so an event goes to the members the chat
 // had at that event, whatever happened to the chat since: a removed member gets its removal and
-// nothing of the chat afterwards. It keeps the most recently used chat states (an LRU keyed by chat
-// id, with their version); a chat it does not hold at the version before an event is loaded at that
-// version from the log. It is safe for concurrent use, but frames are meant to be asked for in log
-// order, by one goroutine.
+// nothing of the chat afterwards; and every payment with evolvePayment, the write model's own rules.
+// It keeps the most recently used states of each (see feedStates). It is safe for concurrent use, but
+// frames are meant to be asked for in log order, by one goroutine.
 type Feed struct {
 	cfg  FeedConfig
 	only uuid.UUID // uuid.Nil: every user
 
-	mu         sync.Mutex
-	chatStates *lru[uuid.UUID, feedChat]
+	chatStates *feedStates[chat]
 	// The payments' states, bounded by the same CacheSize.
-	paymentStates *lru[uuid.UUID, feedPaymentEntry]
+	paymentStates *feedStates[payment]
 }
 
-type feedChat struct {
-	id      uuid.UUID
+// feedStates are the most recently used states of one aggregate's streams (an LRU keyed by stream
+// id, with their version); a stream not held at the version just before an event is loaded at that
+// version from the log.
+type feedStates[S any] struct {
+	agg aggregate[S]
+	log StreamReader
+
+	mu     sync.Mutex
+	states *lru[uuid.UUID, feedState[S]]
+}
+
+type feedState[S any] struct {
 	version int64
-	state   chat
+	state   S
+}
+
+func newFeedStates[S any](agg aggregate[S], log StreamReader, size int) *feedStates[S] {
+	return &feedStates[S]{agg: agg, log: log, states: newLRU[uuid.UUID, feedState[S]](size)}
+}
+
+func (c *feedStates[S]) get(id uuid.UUID) (feedState[S], bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.states.get(id)
+}
+
+// peek returns the stream's state as last kept, without making it more recent.
+func (c *feedStates[S]) peek(id uuid.UUID) (feedState[S], bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.states.peek(id)
+}
+
+func (c *feedStates[S]) put(id uuid.UUID, version int64, state S) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.states.put(id, feedState[S]{version: version, state: state})
+}
+
+// fold returns the stream's state before env and after it, and keeps the latter.
+func (c *feedStates[S]) fold(ctx context.Context, env events.Envelope) (before, after S, err error) {
+	id := env.StreamID
+	cached, ok := c.get(id)
+	if ok && cached.version == env.Version-1 {
+		before = cached.state
+	} else {
+		// First seen, evicted, or a gap (an event not fed, or fed again): load the state just before.
+		l, err := c.agg.loadUntil(ctx, c.log, id, env.Version-1)
+		if err != nil {
+			return before, after, err
+		}
+		if l.version != env.Version-1 {
+			return before, after, fmt.Errorf("%s %s: event version %d follows version %d in the log",
+				c.agg.streamType, id, env.Version, l.version)
+		}
+		before = l.state
+	}
+	after = c.agg.evolve(before, env)
+	c.put(id, env.Version, after)
+	return before, after, nil
 }
 
 // NewFeed returns a feed; Log and Chats are required, Waiter may be nil (no wait).
@@ -141,7 +194,7 @@ func (f *Feed) Frames(ctx context.Context, env events.Envelope) ([]FeedFrame, er
 }
 
 func (f *Feed) chatFrames(ctx context.Context, env events.Envelope) ([]FeedFrame, error) {
-	before, after, err := f.fold(ctx, env)
+	before, after, err := f.chatStates.fold(ctx, env)
 	if err != nil {
 		return nil, err
 	}
@@ -245,32 +298,10 @@ func (f *Feed) recipients(before, after chat) []uuid.UUID {
 	return to
 }
 
-// fold returns the chat's state before env and after it, and keeps the latter.
-func (f *Feed) fold(ctx context.Context, env events.Envelope) (before, after chat, err error) {
-	id := env.StreamID
-	cached, ok := f.get(id)
-	if ok && cached.version == env.Version-1 {
-		before = cached.state
-	} else {
-		// First seen, evicted, or a gap (an event not fed, or fed again): load the state just before.
-		l, err := chats.loadUntil(ctx, f.cfg.Log, id, env.Version-1)
-		if err != nil {
-			return before, after, err
-		}
-		if l.version != env.Version-1 {
-			return before, after, fmt.Errorf("chat %s: event version %d follows version %d in the log", id, env.Version, l.version)
-		}
-		before = l.state
-	}
-	after = evolveChat(before, env)
-	f.put(id, env.Version, after)
-	return before, after, nil
-}
-
 // Members returns a chat's members as this feed last folded them, or as the log holds them now when
 // the feed does not hold the chat; nil for a chat that does not exist.
 func (f *Feed) Members(ctx context.Context, chatID uuid.UUID) ([]uuid.UUID, error) {
-	c, ok := f.get(chatID)
+	c, ok := f.chatStates.get(chatID)
 	if !ok {
 		l, err := chats.loadUntil(ctx, f.cfg.Log, chatID, math.MaxInt64)
 		if err != nil {
@@ -286,20 +317,8 @@ func (f *Feed) Members(ctx context.Context, chatID uuid.UUID) ([]uuid.UUID, erro
 }
 
 func newFeed(cfg FeedConfig, only uuid.UUID) *Feed {
-	return &Feed{cfg: cfg, only: only, chatStates: newLRU[uuid.UUID, feedChat](cfg.CacheSize),
-		paymentStates: newLRU[uuid.UUID, feedPaymentEntry](cfg.CacheSize)}
-}
-
-func (f *Feed) get(id uuid.UUID) (feedChat, bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.chatStates.get(id)
-}
-
-func (f *Feed) put(id uuid.UUID, version int64, state chat) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.chatStates.put(id, feedChat{id: id, version: version, state: state})
+	return &Feed{cfg: cfg, only: only, chatStates: newFeedStates(chats, cfg.Log, cfg.CacheSize),
+		paymentStates: newFeedStates(payments, cfg.Log, cfg.CacheSize)}
 }
 
 // loadUntil folds stream id up to maxVersion: from a snapshot no newer than that, else from the start.
@@ -337,126 +356,16 @@ func feedOptional(s string) *string {
 // time"): its data is the payment object, and only the payment's owner gets it.
 const PaymentUpdatedFrame = "payment.updated"
 
-// feedPaymentSnapshots is a snapshot schema version no payment snapshot has: the feed folds payment
-// streams (a handful of events each) from their start with its own fold, not the write model's.
-const feedPaymentSnapshots = -1
-
-// feedPayment is a payment as the feed folds it, by the payments projection's rules, so that a
-// payment.updated frame shows what GET /payments/{id} shows once the read model applied its event.
-type feedPayment struct {
-	owner uuid.UUID // uuid.Nil before the payment's request
-	view  queries.Payment
-	// refunds are the payment's refunds by id: their amount, and whether they are still pending.
-	refunds map[uuid.UUID]feedRefund
-}
-
-type feedRefund struct {
-	amount  int64
-	pending bool
-}
-
-type feedPaymentEntry struct {
-	id      uuid.UUID
-	version int64
-	state   feedPayment
-}
-
-// feedEventTime is t, or the envelope's time when the event carries none, as the read model stores
-// it (microseconds, UTC).
-func feedEventTime(t time.Time, env events.Envelope) time.Time {
-	if t.IsZero() {
-		t = env.OccurredAt
-	}
-	return t.UTC().Truncate(time.Microsecond)
-}
-
-// evolveFeedPayment applies env to p as projections.Payments applies it: an outcome only moves a
-// pending payment, a refund's outcome counts once, and updated_at is the time of the last event that
-// changed the payment. p's refunds map is copied before it changes (states are shared with the cache).
-func evolveFeedPayment(p feedPayment, env events.Envelope) feedPayment {
-	exists := p.owner != uuid.Nil
-	pending := exists && p.view.Status == queries.PaymentPending
-	provider := func(id string) {
-		if id != "" {
-			p.view.ProviderPaymentID = &id
-		}
-	}
-	switch ev := env.Data.(type) {
-	case events.PaymentRequested:
-		if exists {
-			return p
-		}
-		t := feedEventTime(ev.RequestedAt, env)
-		p = feedPayment{owner: ev.UserID, view: queries.Payment{
-			ID: ev.PaymentID, Status: queries.PaymentPending, AmountMinor: ev.AmountMinor, Currency: ev.Currency,
-			Description: ev.Description, CreatedAt: t, UpdatedAt: t,
-		}}
-	case events.PaymentPending:
-		if pending {
-			provider(ev.ProviderPaymentID)
-			p.view.UpdatedAt = feedEventTime(ev.At, env)
-		}
-	case events.PaymentCompleted:
-		if pending {
-			p.view.Status = queries.PaymentCompleted
-			provider(ev.ProviderPaymentID)
-			p.view.UpdatedAt = feedEventTime(ev.At, env)
-		}
-	case events.PaymentFailed:
-		if pending {
-			p.view.Status = queries.PaymentFailed
-			p.view.FailureCode = feedOptional(ev.FailureCode)
-			provider(ev.ProviderPaymentID)
-			p.view.UpdatedAt = feedEventTime(ev.At, env)
-		}
-	case events.RefundRequested:
-		if _, seen := p.refunds[ev.RefundID]; seen || !exists {
-			return p
-		}
-		p.refunds = maps.Clone(p.refunds)
-		if p.refunds == nil {
-			p.refunds = map[uuid.UUID]feedRefund{}
-		}
-		p.refunds[ev.RefundID] = feedRefund{amount: ev.AmountMinor, pending: true}
-		p.view.UpdatedAt = feedEventTime(ev.RequestedAt, env)
-	case events.RefundCompleted:
-		r, ok := p.refunds[ev.RefundID]
-		if !ok || !r.pending {
-			return p
-		}
-		p.refunds = maps.Clone(p.refunds)
-		p.refunds[ev.RefundID] = feedRefund{amount: r.amount}
-		switch p.view.Status {
-		case queries.PaymentCompleted, queries.PaymentPartiallyRefunded, queries.PaymentRefunded:
-			p.view.RefundedMinor += r.amount
-			switch {
-			case p.view.RefundedMinor >= p.view.AmountMinor:
-				p.view.Status = queries.PaymentRefunded
-			case p.view.RefundedMinor > 0:
-				p.view.Status = queries.PaymentPartiallyRefunded
-			}
-			p.view.UpdatedAt = feedEventTime(ev.At, env)
-		}
-	case events.RefundFailed:
-		r, ok := p.refunds[ev.RefundID]
-		if !ok || !r.pending {
-			return p
-		}
-		p.refunds = maps.Clone(p.refunds)
-		p.refunds[ev.RefundID] = feedRefund{amount: r.amount}
-		p.view.UpdatedAt = feedEventTime(ev.At, env)
-	}
-	return p
-}
-
 // paymentFrames builds the payment.updated frame of a payment or refund event: the payment as it
-// stands after the event, folded here (no read-model wait holds up the fan-out), to its owner only.
+// stands after the event, folded here (no read-model wait holds up the fan-out) by the rules the read
+// model follows too, so it shows what GET /payments/{id} shows once the read model applied the event;
+// to its owner only.
 func (f *Feed) paymentFrames(ctx context.Context, env events.Envelope) ([]FeedFrame, error) {
-	after, err := f.foldPayment(ctx, env)
+	_, after, err := f.paymentStates.fold(ctx, env)
 	if err != nil {
 		return nil, err
 	}
-	owner := after.owner
+	owner := after.Owner
 	switch {
 	case owner == uuid.Nil:
 		return nil, nil
@@ -465,44 +374,5 @@ func (f *Feed) paymentFrames(ctx context.Context, env events.Envelope) ([]FeedFr
 	case f.only == uuid.Nil && f.cfg.Present != nil && !f.cfg.Present(owner):
 		return nil, nil
 	}
-	return []FeedFrame{{Type: PaymentUpdatedFrame, Data: after.view, To: []uuid.UUID{owner}}}, nil
-}
-
-// foldPayment returns the payment's state after env and keeps it.
-func (f *Feed) foldPayment(ctx context.Context, env events.Envelope) (feedPayment, error) {
-	id := env.StreamID
-	var before feedPayment
-	cached, ok := f.getPayment(id)
-	if ok && cached.version == env.Version-1 {
-		before = cached.state
-	} else if env.Version > 1 {
-		// First seen, evicted, or a gap: fold the stream up to the version just before.
-		stream, err := f.cfg.Log.LoadUntil(ctx, id, feedPaymentSnapshots, env.Version-1)
-		if err != nil {
-			return before, fmt.Errorf("load payment %s at version %d: %w", id, env.Version-1, err)
-		}
-		version := int64(0)
-		for _, e := range stream.Events {
-			before = evolveFeedPayment(before, e)
-			version = e.Version
-		}
-		if version != env.Version-1 {
-			return before, fmt.Errorf("payment %s: event version %d follows version %d in the log", id, env.Version, version)
-		}
-	}
-	after := evolveFeedPayment(before, env)
-	f.putPayment(id, env.Version, after)
-	return after, nil
-}
-
-func (f *Feed) getPayment(id uuid.UUID) (feedPaymentEntry, bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.paymentStates.get(id)
-}
-
-func (f *Feed) putPayment(id uuid.UUID, version int64, state feedPayment) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.paymentStates.put(id, feedPaymentEntry{id: id, version: version, state: state})
+	return []FeedFrame{{Type: PaymentUpdatedFrame, Data: after.view(), To: []uuid.UUID{owner}}}, nil
 }

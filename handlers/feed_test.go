@@ -30,13 +30,18 @@ func newMemLog() *memLog {
 
 // add appends ev to chat's stream and returns its envelope.
 func (l *memLog) add(chatID uuid.UUID, ev events.Event) events.Envelope {
+	return l.addAt(chatID, ev, time.Time{})
+}
+
+// addAt appends ev to a stream with occurred as its envelope's time and returns its envelope.
+func (l *memLog) addAt(stream uuid.UUID, ev events.Event, occurred time.Time) events.Envelope {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.pos.TxID++
 	l.pos.Offset++
-	env := events.Envelope{Type: ev.EventType(), StreamID: chatID, StreamType: events.StreamChat,
-		Version: int64(len(l.streams[chatID]) + 1), Position: l.pos, Data: ev}
-	l.streams[chatID] = append(l.streams[chatID], env)
+	env := events.Envelope{Type: ev.EventType(), StreamID: stream, StreamType: events.StreamChat,
+		Version: int64(len(l.streams[stream]) + 1), Position: l.pos, OccurredAt: occurred, Data: ev}
+	l.streams[stream] = append(l.streams[stream], env)
 	return env
 }
 

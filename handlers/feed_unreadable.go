@@ -19,9 +19,7 @@ func (f *Feed) Unreadable(env events.Envelope) (to []uuid.UUID, all bool) {
 	case events.StreamUser:
 		return []uuid.UUID{env.StreamID}, false
 	case events.StreamChat:
-		f.mu.Lock()
 		c, ok := f.chatStates.peek(env.StreamID)
-		f.mu.Unlock()
 		if !ok {
 			return nil, true
 		}
@@ -31,13 +29,11 @@ func (f *Feed) Unreadable(env events.Envelope) (to []uuid.UUID, all bool) {
 		}
 		return to, false
 	case events.StreamPayment:
-		f.mu.Lock()
 		p, ok := f.paymentStates.peek(env.StreamID)
-		f.mu.Unlock()
-		if !ok || p.state.owner == uuid.Nil {
+		if !ok || p.state.Owner == uuid.Nil {
 			return nil, true
 		}
-		return []uuid.UUID{p.state.owner}, false
+		return []uuid.UUID{p.state.Owner}, false
 	default:
 		return nil, true
 	}

@@ -91,68 +91,95 @@ func (p payment) refundByKey(key string) (paymentRefund, bool) {
 	return paymentRefund{}, false
 }
 
+// payments folds payment streams for the command handlers and for the WebSocket feed alike.
+// stateVersion 2: evolvePayment took over the read model's rules (no updated_at from an event that
+// changes nothing, a provider id kept when an outcome carries none), so a snapshot folded by the
+// earlier rules is folded again rather than trusted.
 var payments = aggregate[payment]{
 	streamType:    events.StreamPayment,
 	evolve:        evolvePayment,
 	snapshotEvery: 50,
-	stateVersion:  1,
+	stateVersion:  2,
 }
 
+// evolvePayment owns the payment status rules: the command handlers decide on its state, the
+// WebSocket feed pushes its view, and projections/payments.go applies the same rules in SQL (see
+// TestPaymentsReadModelFollowsEvolvePayment). An outcome only moves an undecided payment; a refund's
+// outcome counts once, and refunds only a completed payment; an event that changes nothing leaves
+// updated_at alone.
 func evolvePayment(p payment, e events.Envelope) payment {
-	var at time.Time
 	switch ev := e.Data.(type) {
 	case events.PaymentRequested:
+		if p.exists() {
+			return p
+		}
+		at := paymentEventTime(ev.RequestedAt, e)
 		p = payment{
 			ID: ev.PaymentID, Owner: ev.UserID, AmountMinor: ev.AmountMinor, Currency: ev.Currency,
 			SourceID: ev.SourceID, Description: ev.Description, IdempotencyKey: ev.IdempotencyKey,
-			RequestHash: ev.RequestHash, Status: paymentRequested, CreatedAt: ev.RequestedAt,
+			RequestHash: ev.RequestHash, Status: paymentRequested, CreatedAt: at, UpdatedAt: at,
 		}
-		at = ev.RequestedAt
 	case events.PaymentPending:
-		if !p.decided() {
-			p.Status = paymentPending
-			p.ProviderPaymentID = ev.ProviderPaymentID
-		}
-		at = ev.At
+		p = p.outcome(paymentPending, ev.ProviderPaymentID, "", ev.At, e)
 	case events.PaymentCompleted:
-		if !p.decided() {
-			p.Status = paymentCompleted
-			p.ProviderPaymentID = ev.ProviderPaymentID
-		}
-		at = ev.At
+		p = p.outcome(paymentCompleted, ev.ProviderPaymentID, "", ev.At, e)
 	case events.PaymentFailed:
-		if !p.decided() {
-			p.Status = paymentFailed
-			p.FailureCode = ev.FailureCode
-			if ev.ProviderPaymentID != "" {
-				p.ProviderPaymentID = ev.ProviderPaymentID
-			}
-		}
-		at = ev.At
+		p = p.outcome(paymentFailed, ev.ProviderPaymentID, ev.FailureCode, ev.At, e)
 	case events.RefundRequested:
+		if _, seen := p.refund(ev.RefundID); seen || !p.exists() {
+			return p
+		}
 		p.Refunds = append(slices.Clip(p.Refunds), paymentRefund{
 			ID: ev.RefundID, AmountMinor: ev.AmountMinor, Status: queries.RefundPending,
 			IdempotencyKey: ev.IdempotencyKey, RequestHash: ev.RequestHash,
 		})
 		p.ReservedMinor += ev.AmountMinor
-		at = ev.RequestedAt
+		p = p.touched(ev.RequestedAt, e)
 	case events.RefundCompleted:
-		p = p.decideRefund(ev.RefundID, queries.RefundCompleted, ev.ProviderRefundID)
-		at = ev.At
+		p = p.decideRefund(ev.RefundID, queries.RefundCompleted, ev.ProviderRefundID, ev.At, e)
 	case events.RefundFailed:
-		p = p.decideRefund(ev.RefundID, queries.RefundFailed, "")
-		at = ev.At
-	default:
-		return p
-	}
-	if !at.IsZero() {
-		p.UpdatedAt = at.UTC()
+		p = p.decideRefund(ev.RefundID, queries.RefundFailed, "", ev.At, e)
 	}
 	return p
 }
 
-// decideRefund moves a pending refund to status; a refund decided stays decided.
-func (p payment) decideRefund(id uuid.UUID, status, providerID string) payment {
+// paymentEventTime is when a payment event happened, as the read model stores it (UTC, whole
+// microseconds), so that the feed's payment.updated frames and the read model agree: the time the
+// event carries, else its envelope's.
+func paymentEventTime(t time.Time, e events.Envelope) time.Time {
+	if t.IsZero() {
+		t = e.OccurredAt
+	}
+	return t.UTC().Truncate(time.Microsecond)
+}
+
+// touched records that an event at t (or its envelope's time) changed the payment. A time known
+// to neither leaves updated_at as it was rather than zero it.
+func (p payment) touched(t time.Time, e events.Envelope) payment {
+	if at := paymentEventTime(t, e); !at.IsZero() {
+		p.UpdatedAt = at
+	}
+	return p
+}
+
+// outcome moves a requested or pending payment to status; a decided payment, or one never
+// requested, ignores it. An outcome without the provider's id keeps the id known so far.
+func (p payment) outcome(status, providerID, failureCode string, at time.Time, e events.Envelope) payment {
+	if !p.exists() || p.decided() {
+		return p
+	}
+	p.Status = status
+	p.FailureCode = failureCode // none before a decision
+	if providerID != "" {
+		p.ProviderPaymentID = providerID
+	}
+	return p.touched(at, e)
+}
+
+// decideRefund moves a pending refund to status; a refund decided stays decided. Only a completed
+// payment counts a completed refund: the write side never refunds another, and the read model
+// refunds nothing of one either.
+func (p payment) decideRefund(id uuid.UUID, status, providerID string, at time.Time, e events.Envelope) payment {
 	i := slices.IndexFunc(p.Refunds, func(r paymentRefund) bool { return r.ID == id })
 	if i < 0 || p.Refunds[i].Status != queries.RefundPending {
 		return p
@@ -163,10 +190,14 @@ func (p payment) decideRefund(id uuid.UUID, status, providerID string) payment {
 	r.ProviderRefundID = providerID
 	p.Refunds[i] = r
 	p.ReservedMinor -= r.AmountMinor
-	if status == queries.RefundCompleted {
-		p.RefundedMinor += r.AmountMinor
+	if status == queries.RefundFailed {
+		return p.touched(at, e)
 	}
-	return p
+	if p.Status != paymentCompleted {
+		return p
+	}
+	p.RefundedMinor += r.AmountMinor
+	return p.touched(at, e)
 }
 
 // view is API.md's payment object.

@@ -303,7 +303,7 @@ func scanChat(row pgx.Row, lead ...any) (chatRow, error) {
 			ID: *lmID, ChatID: c.ID, Seq: *lmSeq, SenderID: *lmSender, Text: *lmText,
 			ClientMsgID: clientMsgID(lmClient), SentAt: *lmSentAt, EditedAt: lmEdited, Deleted: *lmDeleted,
 		}
-		m.ReadByCount = cursorsOf(c.Members).readBy(m.Seq, m.SenderID)
+		m.ReadByCount = cursorsOf(c.Members).ReadByCount(m.Seq, m.SenderID)
 		c.LastMessage = m
 	}
 	return r, nil
@@ -419,7 +419,7 @@ func (p *Chats) Messages(ctx context.Context, actor, chatID uuid.UUID, before, a
 		args = append(args, *after, *before)
 	}
 	page := queries.MessagePage{Items: make([]queries.Message, 0, limit)}
-	var cur cursors
+	var cur queries.ReadCursors
 	b := &pgx.Batch{}
 	b.Queue(membersSQL, chatID).Query(func(rows pgx.Rows) error {
 		var err error
@@ -434,7 +434,7 @@ func (p *Chats) Messages(ctx context.Context, actor, chatID uuid.UUID, before, a
 	if err := p.pool.SendBatch(ctx, b).Close(); err != nil {
 		return queries.MessagePage{}, false, fmt.Errorf("read messages of chat %s: %w", chatID, err)
 	}
-	if !cur.has(actor) {
+	if !cur.Has(actor) {
 		return queries.MessagePage{}, false, nil
 	}
 	if len(page.Items) > limit {
@@ -446,7 +446,7 @@ func (p *Chats) Messages(ctx context.Context, actor, chatID uuid.UUID, before, a
 	}
 	for i := range page.Items {
 		m := &page.Items[i]
-		m.ReadByCount = cur.readBy(m.Seq, m.SenderID)
+		m.ReadByCount = cur.ReadByCount(m.Seq, m.SenderID)
 	}
 	return page, true, nil
 }
@@ -462,14 +462,14 @@ func (p *Chats) Message(ctx context.Context, chatID, messageID uuid.UUID) (queri
 // chat has no such message.
 func (p *Chats) MessageFor(ctx context.Context, actor, chatID, messageID uuid.UUID) (queries.Message, bool, error) {
 	m, cur, ok, err := p.message(ctx, chatID, messageID)
-	if err != nil || !ok || !cur.has(actor) {
+	if err != nil || !ok || !cur.Has(actor) {
 		return queries.Message{}, false, err
 	}
 	return m, true, nil
 }
 
-func (p *Chats) message(ctx context.Context, chatID, messageID uuid.UUID) (queries.Message, cursors, bool, error) {
-	var cur cursors
+func (p *Chats) message(ctx context.Context, chatID, messageID uuid.UUID) (queries.Message, queries.ReadCursors, bool, error) {
+	var cur queries.ReadCursors
 	var found []queries.Message
 	b := &pgx.Batch{}
 	b.Queue(membersSQL, chatID).Query(func(rows pgx.Rows) error {
@@ -489,7 +489,7 @@ func (p *Chats) message(ctx context.Context, chatID, messageID uuid.UUID) (queri
 		return queries.Message{}, cur, false, nil
 	}
 	m := found[0]
-	m.ReadByCount = cur.readBy(m.Seq, m.SenderID)
+	m.ReadByCount = cur.ReadByCount(m.Seq, m.SenderID)
 	return m, cur, true, nil
 }
 
@@ -516,51 +516,27 @@ func clientMsgID(s *string) *string {
 	return &v
 }
 
-// cursors are a chat's members' read cursors.
-type cursors struct {
-	byUser map[uuid.UUID]int64
-	sorted []int64 // ascending
-}
-
-func scanCursors(rows pgx.Rows) (cursors, error) {
+// scanCursors reads the rows of membersSQL.
+func scanCursors(rows pgx.Rows) (queries.ReadCursors, error) {
 	defer rows.Close()
-	c := cursors{byUser: map[uuid.UUID]int64{}}
+	byUser := map[uuid.UUID]int64{}
 	for rows.Next() {
 		var id uuid.UUID
 		var seq int64
 		if err := rows.Scan(&id, &seq); err != nil {
-			return c, err
+			return queries.ReadCursors{}, err
 		}
-		c.byUser[id] = seq
-		c.sorted = append(c.sorted, seq)
+		byUser[id] = seq
 	}
-	slices.Sort(c.sorted)
-	return c, rows.Err()
+	return queries.NewReadCursors(byUser), rows.Err()
 }
 
-func cursorsOf(members []queries.ChatMember) cursors {
-	c := cursors{byUser: make(map[uuid.UUID]int64, len(members)), sorted: make([]int64, len(members))}
-	for i, m := range members {
-		c.byUser[m.UserID] = m.LastReadSeq
-		c.sorted[i] = m.LastReadSeq
+func cursorsOf(members []queries.ChatMember) queries.ReadCursors {
+	byUser := make(map[uuid.UUID]int64, len(members))
+	for _, m := range members {
+		byUser[m.UserID] = m.LastReadSeq
 	}
-	slices.Sort(c.sorted)
-	return c
-}
-
-func (c cursors) has(user uuid.UUID) bool {
-	_, ok := c.byUser[user]
-	return ok
-}
-
-// readBy counts the members other than sender whose cursor reached seq.
-func (c cursors) readBy(seq int64, sender uuid.UUID) int64 {
-	i, _ := slices.BinarySearch(c.sorted, seq) // first cursor >= seq
-	n := int64(len(c.sorted) - i)
-	if s, ok := c.byUser[sender]; ok && s >= seq {
-		n--
-	}
-	return n
+	return queries.NewReadCursors(byUser)
 }
 
 func clampLimit(limit int) int {

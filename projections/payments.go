@@ -21,6 +21,11 @@ import (
 // completed payment is partially_refunded once its completed refunds sum to more than zero and less
 // than its amount, and refunded once they reach it. An outcome never moves a payment backwards: a
 // decided payment ignores later outcomes, and a refund's outcome counts once.
+//
+// These rules are the payment aggregate's (handlers.evolvePayment), which the WebSocket feed folds
+// too; Apply states them as one set-based statement per event rather than computing the row in Go,
+// because that would read each payment before writing it and so cost replay a round trip per event.
+// handlers' TestPaymentsReadModelFollowsEvolvePayment holds the two to the same answers.
 type Payments struct {
 	pool *pgxpool.Pool
 }

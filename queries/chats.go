@@ -1,6 +1,7 @@
 package queries
 
 import (
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -42,6 +43,43 @@ type Message struct {
 	EditedAt    *time.Time `json:"edited_at"`
 	Deleted     bool       `json:"deleted"`
 	ReadByCount int64      `json:"read_by_count"`
+}
+
+// ReadCursors are a chat's members' read cursors (their last_read_seq), ready to give any number of
+// its messages their read_by_count: the one place that count is defined, for the read model's
+// answers and the write side's and the feed's alike.
+type ReadCursors struct {
+	byUser map[uuid.UUID]int64
+	// sorted are the cursors ascending: a message's count is a binary search, not a walk over a big
+	// group's every member for each message of a page.
+	sorted []int64
+}
+
+// NewReadCursors takes each member's last_read_seq; it keeps byUser, which must not change after.
+func NewReadCursors(byUser map[uuid.UUID]int64) ReadCursors {
+	c := ReadCursors{byUser: byUser, sorted: make([]int64, 0, len(byUser))}
+	for _, seq := range byUser {
+		c.sorted = append(c.sorted, seq)
+	}
+	slices.Sort(c.sorted)
+	return c
+}
+
+// Has reports whether user is a member.
+func (c ReadCursors) Has(user uuid.UUID) bool {
+	_, ok := c.byUser[user]
+	return ok
+}
+
+// ReadByCount is the read_by_count of a message (API.md): the members other than its sender whose
+// last_read_seq >= seq.
+func (c ReadCursors) ReadByCount(seq int64, sender uuid.UUID) int64 {
+	i, _ := slices.BinarySearch(c.sorted, seq) // first cursor >= seq
+	n := int64(len(c.sorted) - i)
+	if s, ok := c.byUser[sender]; ok && s >= seq {
+		n--
+	}
+	return n
 }
 
 // MessagePage is a slice of a chat's history in ascending seq.
