@@ -59,7 +59,21 @@ func (h *ChatCommands) userExists(ctx context.Context, id uuid.UUID) (bool, erro
 
 // lockedMessage is lockedChat and one of the chat's messages as the read model holds it once it
 // caught up with that chat state.
+//
+// It first waits, without the lock, for the read model to reach the chat as it is now: the wait
+// under the lock is then only for what was appended meanwhile. A read model that lags (a replay, a
+// slow batch) thus delays this command, not every send queued behind the chat's lock.
 func (h *ChatCommands) lockedMessage(ctx context.Context, chatID, messageID, actor uuid.UUID) (loaded[chat], queries.Message, func(), error) {
+	now, err := loadChatAsMember(ctx, h.store, chatID, actor)
+	if err != nil {
+		return now, queries.Message{}, func() {}, err
+	}
+	if _, ok, err := h.messages.Message(ctx, chatID, messageID, now.pos); err != nil || !ok {
+		if err == nil {
+			err = commands.NotFound("message")
+		}
+		return now, queries.Message{}, func() {}, err
+	}
 	c, release, err := h.lockedChat(ctx, chatID, actor)
 	if err != nil {
 		return c, queries.Message{}, release, err
