@@ -50,6 +50,7 @@ func runCommandThroughput(ctx context.Context, env *Env) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	phase.ServerPID = srv.PID()
 	taki, err := phase.Run(ctx, func(ctx context.Context, w, i int) error {
 		if err := sessions[w].patchProfile(ctx, client, srv.BaseURL, i); err != nil {
 			return err
@@ -77,7 +78,7 @@ func runCommandThroughput(ctx context.Context, env *Env) (Result, error) {
 // 0.6x, DESIGN.md), p50 and p99 latency, and the server's CPU per operation over the whole phase
 // (warm-up included) and every operation answered in it.
 func againstCommits(taki, base LoadStats, unit, cpuName string, cpuPerOp float64) []Figure {
-	return []Figure{
+	return append([]Figure{
 		{
 			Name:     "throughput",
 			Measured: Measure{taki.Rate(), unit},
@@ -95,6 +96,29 @@ func againstCommits(taki, base LoadStats, unit, cpuName string, cpuPerOp float64
 			Baseline: &Measure{ms(base.Latencies.Percentile(0.99)), "ms"},
 		},
 		{Name: cpuName, Measured: Measure{cpuPerOp, "ms"}},
+	}, cpuFigures(taki, base)...)
+}
+
+// cpuFigures split the CPU time per operation over the measured windows by party, beside the
+// baseline's. With every core busy in both (cores busy), the throughput ratio is about the inverse of
+// the total's ratio: these figures say where the difference goes. None when the CPU could not be read.
+func cpuFigures(taki, base LoadStats) []Figure {
+	if taki.CPUErr != nil || base.CPUErr != nil || taki.Ops == 0 || base.Ops == 0 {
+		return nil
+	}
+	perOp := func(d time.Duration, ops int) Measure { return Measure{ms(d) / float64(ops), "ms"} }
+	both := func(name string, t, b time.Duration) Figure {
+		bm := perOp(b, base.Ops)
+		return Figure{Name: name, Measured: perOp(t, taki.Ops), Baseline: &bm}
+	}
+	busy := func(s LoadStats) Measure { return Measure{s.CPU.Total().Seconds() / s.Window.Seconds(), "cores"} }
+	baseBusy := busy(base)
+	return []Figure{
+		both("CPU per op: client", taki.CPU.Client, base.CPU.Client),
+		{Name: "CPU per op: server", Measured: perOp(taki.CPU.Server, taki.Ops)},
+		both("CPU per op: PostgreSQL", taki.CPU.Postgres, base.CPU.Postgres),
+		both("CPU per op: total", taki.CPU.Total(), base.CPU.Total()),
+		{Name: "cores busy", Measured: busy(taki), Baseline: &baseBusy},
 	}
 }
 

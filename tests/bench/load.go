@@ -16,6 +16,8 @@ type LoadPhase struct {
 	Duration time.Duration
 	// OpTimeout bounds one operation, so that a stuck request cannot hold the phase open.
 	OpTimeout time.Duration
+	// ServerPID, when not 0, is the server under load: its CPU time is measured too (LoadStats.CPU).
+	ServerPID int
 }
 
 // maxOpsPerWorker is a backstop on the loop count; the phase's end time is the real bound.
@@ -29,6 +31,10 @@ type LoadStats struct {
 	Window time.Duration
 	// Latencies holds the operations that both started and completed inside the window.
 	Latencies Latencies
+	// CPU is what the client, the server and PostgreSQL used over the window; CPUErr says why it is
+	// missing when it could not be read.
+	CPU    CPUUse
+	CPUErr error
 }
 
 // Rate is operations per second over the window.
@@ -62,6 +68,15 @@ func (p LoadPhase) Run(ctx context.Context, op Op) (LoadStats, error) {
 		lat Latencies
 	}
 	stats := make([]workerStats, p.Workers)
+	var (
+		cpu    CPUUse
+		cpuErr error
+	)
+	cpuDone := make(chan struct{})
+	go func() {
+		defer close(cpuDone)
+		cpu, cpuErr = measureCPU(ctx, p.ServerPID, from, until)
+	}()
 	var wg sync.WaitGroup
 	for w := range p.Workers {
 		wg.Go(func() {
@@ -95,7 +110,8 @@ func (p LoadPhase) Run(ctx context.Context, op Op) (LoadStats, error) {
 	if err := context.Cause(ctx); err != nil {
 		return LoadStats{}, err
 	}
-	out := LoadStats{Window: p.Duration}
+	<-cpuDone
+	out := LoadStats{Window: p.Duration, CPU: cpu, CPUErr: cpuErr}
 	for i := range stats {
 		out.Ops += stats[i].ops
 		out.Latencies.Merge(&stats[i].lat)

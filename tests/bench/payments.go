@@ -74,6 +74,7 @@ func runPayments(ctx context.Context, env *Env) (Result, error) {
 		return Result{}, err
 	}
 	loadStart := time.Now()
+	phase.ServerPID = srv.PID()
 	taki, err := phase.Run(ctx, func(ctx context.Context, w, i int) error {
 		id, err := sessions[w].requestPayment(ctx, client, srv.BaseURL, "bench-payment-"+strconv.Itoa(i), paymentBody(w, i))
 		if err != nil {

@@ -43,6 +43,7 @@ func runSendMessage(ctx context.Context, env *Env) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	phase.ServerPID = srv.PID()
 	taki, err := phase.Run(ctx, func(ctx context.Context, w, i int) error {
 		if _, err := sessions[2*w].sendMessage(ctx, client, srv.BaseURL, chats[w], messageText(w, i), "m-"+strconv.Itoa(i)); err != nil {
 			return err

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -122,27 +121,15 @@ const clockTicks = 100
 // divide it by the work done: the server's CPU per request or per event, a figure that the rest of
 // the machine's load disturbs much less than throughput.
 func (s *Server) CPUTime() (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.cmd.Process.Pid))
+	d, err := processCPU(fmt.Sprintf("/proc/%d/stat", s.cmd.Process.Pid))
 	if err != nil {
-		return 0, fmt.Errorf("server CPU time: %w", err)
+		return 0, fmt.Errorf("server %w", err)
 	}
-	// The command name (field 2) may contain spaces; the fields after its closing parenthesis do not.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, errors.New("server CPU time: malformed /proc stat")
-	}
-	f := strings.Fields(string(b[i+1:]))
-	// After the name: state is field 3, utime field 14, stime field 15.
-	if len(f) < 13 {
-		return 0, errors.New("server CPU time: short /proc stat")
-	}
-	utime, err1 := strconv.ParseInt(f[11], 10, 64)
-	stime, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, fmt.Errorf("server CPU time: %w", err)
-	}
-	return time.Duration(utime+stime) * time.Second / clockTicks, nil
+	return d, nil
 }
+
+// PID is the server's process id.
+func (s *Server) PID() int { return s.cmd.Process.Pid }
 
 // Done is closed when the process has exited.
 func (s *Server) Done() <-chan struct{} { return s.done }
