@@ -36,6 +36,19 @@ func (l *memLog) Append(_ context.Context, appends ...events.Append) (events.Pos
 	return l.pos, nil
 }
 
+// ExistingStreams makes memLog a StreamDirectory.
+func (l *memLog) ExistingStreams(_ context.Context, streamType string, ids []uuid.UUID) (map[uuid.UUID]bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	found := map[uuid.UUID]bool{}
+	for _, id := range ids {
+		if s := l.streams[id]; len(s) > 0 && s[0].StreamType == streamType {
+			found[id] = true
+		}
+	}
+	return found, nil
+}
+
 type noMessages struct{}
 
 func (noMessages) Message(context.Context, uuid.UUID, uuid.UUID, events.Position) (queries.Message, bool, error) {
@@ -62,7 +75,7 @@ func newStoreEnv(t *testing.T) storeEnv {
 	if e.store, err = NewStore(e.log, 100, nil); err != nil {
 		t.Fatal(err)
 	}
-	if e.cmds, err = NewChatCommands(e.store, noMessages{}, noTyping{}, time.Now); err != nil {
+	if e.cmds, err = NewChatCommands(e.store, e.log, noMessages{}, noTyping{}, time.Now); err != nil {
 		t.Fatal(err)
 	}
 	e.log.add(e.chat, events.ChatCreated{ChatID: e.chat, Type: events.ChatGroup, Title: "g", CreatedBy: e.ann,
