@@ -5,11 +5,13 @@ package handlers
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/google/uuid"
 
+	"taki/commands"
 	"taki/events"
 )
 
@@ -36,11 +38,25 @@ type loaded[S any] struct {
 
 func (a aggregate[S]) load(ctx context.Context, log events.Log, id uuid.UUID) (loaded[S], error) {
 	stream, err := log.Load(ctx, id, a.stateVersion)
+	if errors.Is(err, events.ErrUndecodable) {
+		// Most likely a newer binary wrote it during a rolling deploy: once this instance is replaced
+		// the command succeeds, so clients are told to retry rather than shown an internal error.
+		// events.ErrUndecodable stays in the chain for callers that tell it apart.
+		return loaded[S]{id: id}, fmt.Errorf("load %s %s: %w (%w)", a.streamType, id, err, &commands.Error{
+			Kind:       commands.KindUnavailable,
+			Detail:     fmt.Sprintf("this %s holds events a newer version of the service wrote; retry shortly", a.streamType),
+			RetryAfter: unreadableRetryAfter,
+		})
+	}
 	if err != nil {
 		return loaded[S]{id: id}, fmt.Errorf("load %s %s: %w", a.streamType, id, err)
 	}
 	return a.fold(id, stream)
 }
+
+// unreadableRetryAfter is how long a client waits before retrying a command on a stream holding
+// events this binary cannot read: about the time a rolling deploy takes to replace an instance.
+const unreadableRetryAfter = 5 * time.Second
 
 // fold is the state a stream read from the log leads to.
 func (a aggregate[S]) fold(id uuid.UUID, stream events.Stream) (loaded[S], error) {

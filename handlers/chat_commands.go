@@ -8,6 +8,7 @@ import (
 	"github.com/google/uuid"
 
 	"taki/commands"
+	"taki/events"
 	"taki/queries"
 )
 
@@ -21,6 +22,7 @@ type TypingRelay interface {
 // (CreateDirectChatHandler, SendMessageHandler, ...) embedding it.
 type ChatCommands struct {
 	store    *Store
+	streams  StreamDirectory
 	locks    *chatLocks
 	messages ChatMessages
 	typing   TypingRelay
@@ -28,11 +30,11 @@ type ChatCommands struct {
 }
 
 // NewChatCommands refuses nil dependencies.
-func NewChatCommands(store *Store, messages ChatMessages, typing TypingRelay, now func() time.Time) (*ChatCommands, error) {
-	if store == nil || messages == nil || typing == nil || now == nil {
+func NewChatCommands(store *Store, streams StreamDirectory, messages ChatMessages, typing TypingRelay, now func() time.Time) (*ChatCommands, error) {
+	if store == nil || streams == nil || messages == nil || typing == nil || now == nil {
 		return nil, fmt.Errorf("new chat commands: %w", errNilDependency)
 	}
-	return &ChatCommands{store: store, locks: newChatLocks(), messages: messages, typing: typing, now: now}, nil
+	return &ChatCommands{store: store, streams: streams, locks: newChatLocks(), messages: messages, typing: typing, now: now}, nil
 }
 
 // lockedChat takes chatID's lock (see chatLocks) and loads the chat for a command of actor, who must
@@ -55,6 +57,24 @@ func (h *ChatCommands) userExists(ctx context.Context, id uuid.UUID) (bool, erro
 		return false, err
 	}
 	return u.state.exists(), nil
+}
+
+// firstMissingUser returns the first of ids, in their order, that names no registered user, asking
+// the log once for all of them. A user exists once its stream does: registering is its first event.
+func (h *ChatCommands) firstMissingUser(ctx context.Context, ids []uuid.UUID) (uuid.UUID, bool, error) {
+	if len(ids) == 0 {
+		return uuid.Nil, false, nil
+	}
+	found, err := h.streams.ExistingStreams(ctx, events.StreamUser, ids)
+	if err != nil {
+		return uuid.Nil, false, fmt.Errorf("check %d users exist: %w", len(ids), err)
+	}
+	for _, id := range ids {
+		if !found[id] {
+			return id, true, nil
+		}
+	}
+	return uuid.Nil, false, nil
 }
 
 // lockedMessage is lockedChat and one of the chat's messages as the read model holds it once it

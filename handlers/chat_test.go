@@ -61,7 +61,7 @@ func TestChatLoadsALogHoldingMessageSentV1(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmds, err := NewChatCommands(store, noMessages{}, noTyping{}, time.Now)
+	cmds, err := NewChatCommands(store, log, noMessages{}, noTyping{}, time.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,5 +95,107 @@ func TestChatLoadsALogHoldingMessageSentV1(t *testing.T) {
 	want := fmt.Sprint([]string{"2 v1 null", "3 v1 null", "4 v1 null", `5 v2 "plain"`})
 	if fmt.Sprint(got) != want {
 		t.Fatalf("stored message.sent rows %v, want %s", got, want)
+	}
+}
+
+// groupEnv is chat commands on a real PostgreSQL log holding the users of registered.
+type groupEnv struct {
+	log  *postgres.EventStore
+	cmds *ChatCommands
+}
+
+func newGroupEnv(t *testing.T, registered ...uuid.UUID) groupEnv {
+	t.Helper()
+	ctx := context.Background()
+	log, err := postgres.NewEventStore(pgtest.NewPool(t, pgtest.NewDatabase(t)), events.NewRegistry(), nil, logging.Discard(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(log.Close)
+	for _, id := range registered {
+		if _, err := log.Append(ctx, events.Append{StreamID: id, StreamType: events.StreamUser, Events: []events.Event{
+			events.UserRegistered{UserID: id, Email: id.String() + "@example.com", DisplayName: "u", Role: "member", RegisteredAt: time.Now().UTC()},
+		}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	store, err := NewStore(log, 100, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmds, err := NewChatCommands(store, log, noMessages{}, noTyping{}, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return groupEnv{log: log, cmds: cmds}
+}
+
+func (e groupEnv) create(actor uuid.UUID, members ...uuid.UUID) (uuid.UUID, error) {
+	g := uuid.New()
+	_, err := (CreateGroupChatHandler{e.cmds}).Handle(context.Background(), commands.CreateGroupChat{
+		Actor: actor, ChatID: g, Title: "g", MemberIDs: members})
+	return g, err
+}
+
+// createdMembers is the members group g was created with, in the order the event lists them.
+func (e groupEnv) createdMembers(t *testing.T, g uuid.UUID) []string {
+	t.Helper()
+	st, err := e.log.Load(context.Background(), g, chats.stateVersion)
+	if err != nil {
+		t.Fatal(err)
+	}
+	created, ok := st.Events[0].Data.(events.ChatCreated)
+	if !ok {
+		t.Fatalf("first event of group %s is %T", g, st.Events[0].Data)
+	}
+	var got []string
+	for _, m := range created.Members {
+		got = append(got, m.UserID.String()+" "+m.Role)
+	}
+	return got
+}
+
+// A group of registered users lists them after its creator, in the request's order; repeated ids and
+// the creator's own id among them are listed once.
+func TestCreateGroupChatWithRegisteredMembers(t *testing.T) {
+	t.Parallel()
+	users := make([]uuid.UUID, 50)
+	for i := range users {
+		users[i] = uuid.New()
+	}
+	ann := users[0]
+	e := newGroupEnv(t, users...)
+
+	request := append([]uuid.UUID{users[3], ann, users[1], users[3]}, users[1:]...)
+	g, err := e.create(ann, request...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{ann.String() + " admin", users[3].String() + " member", users[1].String() + " member"}
+	for _, id := range users[2:] {
+		if id != users[3] {
+			want = append(want, id.String()+" member")
+		}
+	}
+	if got := e.createdMembers(t, g); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("group created with members\n%v\nwant\n%v", got, want)
+	}
+}
+
+// A group listing ids of no user is refused naming the first of them in the request's order, and a
+// stream of another type (a chat) is no user.
+func TestCreateGroupChatNamesTheFirstMissingUser(t *testing.T) {
+	t.Parallel()
+	ann, bob, cy := uuid.New(), uuid.New(), uuid.New()
+	e := newGroupEnv(t, ann, bob, cy)
+	other, err := e.create(ann, bob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, missing := range []uuid.UUID{uuid.New(), other} {
+		_, err := e.create(ann, bob, missing, cy, uuid.New(), missing)
+		if ce, ok := commands.AsError(err); !ok || ce.Kind != commands.KindNotFound || ce.Detail != fmt.Sprintf("user %s not found", missing) {
+			t.Fatalf("create with missing user %s: %v, want not-found naming it", missing, err)
+		}
 	}
 }

@@ -19,20 +19,24 @@ func (h CreateGroupChatHandler) Handle(ctx context.Context, cmd commands.CreateG
 	if err != nil {
 		return ChatRef{}, cmd.Validate()
 	}
-	members := []events.ChatMember{{UserID: cmd.Actor, Role: events.ChatRoleAdmin}}
+	others := make([]uuid.UUID, 0, len(cmd.MemberIDs))
 	seen := map[uuid.UUID]bool{cmd.Actor: true}
 	for _, id := range cmd.MemberIDs {
-		if seen[id] {
-			continue
+		if !seen[id] {
+			seen[id] = true
+			others = append(others, id)
 		}
-		seen[id] = true
-		ok, err := h.userExists(ctx, id)
-		if err != nil {
-			return ChatRef{}, err
-		}
-		if !ok {
-			return ChatRef{}, commands.NotFound(fmt.Sprintf("user %s", id))
-		}
+	}
+	missing, ok, err := h.firstMissingUser(ctx, others)
+	if err != nil {
+		return ChatRef{}, err
+	}
+	if ok {
+		return ChatRef{}, commands.NotFound(fmt.Sprintf("user %s", missing))
+	}
+	members := make([]events.ChatMember, 0, len(others)+1)
+	members = append(members, events.ChatMember{UserID: cmd.Actor, Role: events.ChatRoleAdmin})
+	for _, id := range others {
 		members = append(members, events.ChatMember{UserID: id, Role: events.ChatRoleMember})
 	}
 	c := loaded[chat]{id: cmd.ChatID}

@@ -47,7 +47,7 @@ func TestEditAndDeleteWaitForTheReadModelWithoutHoldingTheChatLock(t *testing.T)
 			sent := e.log.streams[e.chat][1].Data.(events.MessageSent)
 			msgs := &gatedMessages{waiting: make(chan struct{}), open: make(chan struct{}), msg: queries.Message{
 				ID: sent.MessageID, ChatID: e.chat, Seq: sent.Seq, SenderID: sent.SenderID, Text: sent.Text, SentAt: sent.SentAt}}
-			cmds, err := NewChatCommands(e.store, msgs, noTyping{}, time.Now)
+			cmds, err := NewChatCommands(e.store, e.log, msgs, noTyping{}, time.Now)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -143,8 +143,9 @@ func (p *PaymentProcess) retry(ctx context.Context, f func() error) error {
 		}
 		// A refusal of the outcome's command will be refused again: retrying it would hold the
 		// runner's checkpoint, and every event behind it, for good. Other errors (the provider, the
-		// database) may clear.
-		if _, refused := commands.AsError(err); refused {
+		// database) may clear, and so may an unavailable answer (a payment holding events a newer
+		// binary wrote): giving up on it would move the checkpoint past a request never decided.
+		if ce, refused := commands.AsError(err); refused && ce.Kind != commands.KindUnavailable {
 			return err
 		}
 		var again *ProviderRetryError

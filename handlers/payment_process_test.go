@@ -3,9 +3,11 @@ package handlers
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -236,5 +238,55 @@ func TestPaymentProcessResumesUnsettledPaymentsWhenItLeads(t *testing.T) {
 	}
 	if n := e.gateway.n("refund"); n != 2 {
 		t.Errorf("%d refund asks, want 2", n)
+	}
+}
+
+// unreadableAtFirst is a log whose first loads stop at an event this binary cannot read, as while a
+// newer instance writes during a rolling deploy.
+type unreadableAtFirst struct {
+	*memLog
+	left atomic.Int32
+}
+
+func (l *unreadableAtFirst) Load(ctx context.Context, id uuid.UUID, snapshotVersion int) (events.Stream, error) {
+	if l.left.Add(-1) >= 0 {
+		return events.Stream{}, fmt.Errorf("decode future.event: unknown event type: %w", events.ErrUndecodable)
+	}
+	return l.memLog.Load(ctx, id, snapshotVersion)
+}
+
+// A payment the process cannot load yet, its stream holding events a newer binary wrote, is retried
+// until it can: given up on, its request would be left undecided behind the runner's checkpoint.
+func TestPaymentProcessRetriesAPaymentItCannotReadYet(t *testing.T) {
+	t.Parallel()
+	log := &unreadableAtFirst{memLog: newMemLog()}
+	gateway := &fakeGateway{charge: ProviderDecision{Outcome: commands.OutcomeCompleted, ProviderID: "P"}}
+	store, err := NewStore(log, 100, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmds, err := NewPaymentCommands(store, noClaims{}, always{}, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	process, err := NewPaymentProcess(store, gateway, directRecorder{cmds}, slog.New(slog.NewTextHandler(io.Discard, nil)), PaymentProcessConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := uuid.New()
+	req := payReq
+	req.PaymentID = id
+	if _, err := log.Append(context.Background(), events.Append{StreamID: id, StreamType: events.StreamPayment, Events: []events.Event{req}}); err != nil {
+		t.Fatal(err)
+	}
+	log.left.Store(2)
+	if err := process.Handle(context.Background(), events.Envelope{Type: req.EventType(), Data: req}); err != nil {
+		t.Fatal(err)
+	}
+	if n := gateway.n("charge"); n != 1 {
+		t.Fatalf("%d charges, want 1", n)
+	}
+	if st, err := process.fresh(context.Background(), id); err != nil || st.Status != paymentCompleted {
+		t.Fatalf("payment %s, %v; want completed", st.Status, err)
 	}
 }

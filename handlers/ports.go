@@ -30,3 +30,9 @@ type LoginThrottle interface {
 type SessionRevoker interface {
 	RevokeAllForUser(ctx context.Context, userID uuid.UUID, exceptPublicID *uuid.UUID) (int, error)
 }
+
+// StreamDirectory tells which of many ids have a stream of a type, in one look-up: a group created
+// with a thousand members must not load a thousand user aggregates one round trip at a time.
+type StreamDirectory interface {
+	ExistingStreams(ctx context.Context, streamType string, ids []uuid.UUID) (map[uuid.UUID]bool, error)
+}

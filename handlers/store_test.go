@@ -2,6 +2,7 @@ package handlers
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -36,6 +37,19 @@ func (l *memLog) Append(_ context.Context, appends ...events.Append) (events.Pos
 	return l.pos, nil
 }
 
+// ExistingStreams makes memLog a StreamDirectory.
+func (l *memLog) ExistingStreams(_ context.Context, streamType string, ids []uuid.UUID) (map[uuid.UUID]bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	found := map[uuid.UUID]bool{}
+	for _, id := range ids {
+		if s := l.streams[id]; len(s) > 0 && s[0].StreamType == streamType {
+			found[id] = true
+		}
+	}
+	return found, nil
+}
+
 type noMessages struct{}
 
 func (noMessages) Message(context.Context, uuid.UUID, uuid.UUID, events.Position) (queries.Message, bool, error) {
@@ -62,7 +76,7 @@ func newStoreEnv(t *testing.T) storeEnv {
 	if e.store, err = NewStore(e.log, 100, nil); err != nil {
 		t.Fatal(err)
 	}
-	if e.cmds, err = NewChatCommands(e.store, noMessages{}, noTyping{}, time.Now); err != nil {
+	if e.cmds, err = NewChatCommands(e.store, e.log, noMessages{}, noTyping{}, time.Now); err != nil {
 		t.Fatal(err)
 	}
 	e.log.add(e.chat, events.ChatCreated{ChatID: e.chat, Type: events.ChatGroup, Title: "g", CreatedBy: e.ann,
@@ -114,5 +128,31 @@ func TestForgetDropsOnlyOlderStates(t *testing.T) {
 	e.store.Forget(e.chat, 3) // the member's addition
 	if _, err := e.cySends(SendMessageHandler{e.cmds}); err != nil {
 		t.Fatalf("after Forget: %v", err)
+	}
+}
+
+// A command on a stream holding an event this binary cannot read is answered unavailable, to retry
+// once a newer instance serves it, and the log's reason stays in the error for callers telling it apart.
+func TestCommandOnAnUnreadableStreamIsUnavailable(t *testing.T) {
+	t.Parallel()
+	log := &unreadableAtFirst{memLog: newMemLog()}
+	log.left.Store(1 << 30)
+	store, err := NewStore(log, 100, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmds, err := NewChatCommands(store, log, noMessages{}, noTyping{}, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = (SendMessageHandler{cmds}).Handle(context.Background(), commands.SendMessage{
+		Actor: uuid.New(), ChatID: uuid.New(), Text: "hi", ClientMsgID: "a1"})
+	ce, ok := commands.AsError(err)
+	if !ok || ce.Kind != commands.KindUnavailable || ce.RetryAfter != 5*time.Second ||
+		ce.Detail != "this chat holds events a newer version of the service wrote; retry shortly" {
+		t.Fatalf("send to an unreadable chat: %v, want unavailable, retry after 5s", err)
+	}
+	if !errors.Is(err, events.ErrUndecodable) {
+		t.Fatalf("%v does not wrap events.ErrUndecodable", err)
 	}
 }

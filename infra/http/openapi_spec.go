@@ -612,6 +612,8 @@ func addUsersAndSessions(b *specBuilder) {
 
 func addChatsAndMessages(b *specBuilder) {
 	notMember := answer{status: 404, description: "No such chat, or the caller is not a member (not-found)"}
+	// A change decides on the chat's events, which a newer binary may have written during a rolling deploy.
+	unreadable := answer{status: 503, description: "The chat holds events a newer version of the service wrote (unavailable)", retryAfter: true}
 	b.add(op{method: "POST", path: "/api/v1/chats", id: "createChat", summary: "Start a direct or group chat", tag: tagChats,
 		body: ref("CreateChatRequest"),
 		ok: []answer{
@@ -628,18 +630,18 @@ func addChatsAndMessages(b *specBuilder) {
 	b.add(op{method: "PATCH", path: "/api/v1/chats/{id}", id: "renameChat", summary: "Rename a group", tag: tagChats,
 		body: ref("RenameChat"),
 		ok:   []answer{{status: 200, description: "The chat", schema: ref("Chat")}},
-		fails: []answer{notMember,
+		fails: []answer{notMember, unreadable,
 			{status: 403, description: "Not a group admin (forbidden), or missing CSRF token (csrf)"}}})
 	b.add(op{method: "POST", path: "/api/v1/chats/{id}/members", id: "addChatMember", summary: "Add a member to a group",
 		tag: tagChats, body: ref("AddMember"),
 		ok: []answer{{status: 204, description: "Added"}},
-		fails: []answer{notMember,
+		fails: []answer{notMember, unreadable,
 			{status: 403, description: "Not a group admin (forbidden), or missing CSRF token (csrf)"},
 			{status: 409, description: "Not a group chat (conflict)"}}})
 	b.add(op{method: "DELETE", path: "/api/v1/chats/{id}/members/{user_id}", id: "removeChatMember",
 		summary: "Remove a member, or leave", tag: tagChats,
 		ok: []answer{{status: 204, description: "Removed"}},
-		fails: []answer{notMember,
+		fails: []answer{notMember, unreadable,
 			{status: 403, description: "Neither a group admin nor the member itself (forbidden), or missing CSRF token (csrf)"},
 			{status: 409, description: "Not a group chat, or the group's only admin leaving while others remain (conflict)"}}})
 	b.add(op{method: "POST", path: "/api/v1/chats/{id}/messages", id: "sendMessage", summary: "Send a message",
@@ -648,7 +650,7 @@ func addChatsAndMessages(b *specBuilder) {
 			{status: 201, description: "The new message", schema: ref("Message")},
 			{status: 200, description: "The message first sent with this client_msg_id (replay)", schema: ref("Message")},
 		},
-		fails: []answer{notMember, {status: 422, description: "Invalid text (1-4000 chars) or client_msg_id"}}})
+		fails: []answer{notMember, unreadable, {status: 422, description: "Invalid text (1-4000 chars) or client_msg_id"}}})
 	seq := func(name, d string) Parameter {
 		return Parameter{Name: name, In: "query", Schema: nonNegative(), Description: d}
 	}
@@ -664,18 +666,18 @@ func addChatsAndMessages(b *specBuilder) {
 	b.add(op{method: "PATCH", path: "/api/v1/chats/{id}/messages/{message_id}", id: "editMessage", summary: "Edit a message",
 		tag: tagMessages, body: ref("EditMessage"),
 		ok: []answer{{status: 200, description: "The message", schema: ref("Message")}},
-		fails: []answer{notMember,
+		fails: []answer{notMember, unreadable,
 			{status: 403, description: "Not the sender (forbidden), or missing CSRF token (csrf)"}}})
 	b.add(op{method: "DELETE", path: "/api/v1/chats/{id}/messages/{message_id}", id: "deleteMessage",
 		summary: "Delete a message", tag: tagMessages,
 		description: "The message stays in history with deleted: true and text \"\".",
 		ok:          []answer{{status: 204, description: "Deleted"}},
-		fails: []answer{notMember,
+		fails: []answer{notMember, unreadable,
 			{status: 403, description: "Neither the sender nor a group admin (forbidden), or missing CSRF token (csrf)"}}})
 	b.add(op{method: "POST", path: "/api/v1/chats/{id}/read", id: "markChatRead", summary: "Move the read cursor",
 		tag: tagMessages, description: "The cursor only moves forward.", body: ref("MarkRead"),
 		ok:    []answer{{status: 204, description: "Done"}},
-		fails: []answer{notMember}})
+		fails: []answer{notMember, unreadable}})
 }
 
 func addPaymentsAndBilling(b *specBuilder) {

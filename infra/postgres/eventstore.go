@@ -294,6 +294,29 @@ func (s *EventStore) ClaimOwner(ctx context.Context, kind, value string) (uuid.U
 	return id, true, nil
 }
 
+// ExistingStreams returns which of ids have a stream of streamType, in one query however many ids
+// there are. Every stream starts at version 1, so it probes the (stream_id, version) unique index once
+// per id instead of reading whole streams.
+func (s *EventStore) ExistingStreams(ctx context.Context, streamType string, ids []uuid.UUID) (map[uuid.UUID]bool, error) {
+	found := make(map[uuid.UUID]bool, len(ids))
+	if len(ids) == 0 {
+		return found, nil
+	}
+	rows, err := s.pool.Query(ctx, `SELECT stream_id FROM events
+		WHERE stream_id = ANY($1) AND version = 1 AND stream_type = $2`, ids, streamType)
+	if err != nil {
+		return nil, fmt.Errorf("look up %d %s streams: %w", len(ids), streamType, err)
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	if err != nil {
+		return nil, fmt.Errorf("look up %d %s streams: %w", len(ids), streamType, err)
+	}
+	for _, id := range got {
+		found[id] = true
+	}
+	return found, nil
+}
+
 // ReadLog reads up to limit events after position in consumption order, only of eventType when it is
 // not empty. At an event this binary cannot read it stops with an *events.UnreadableError, returning the
 // events before it too. Like the consumers, it shows no event while an older writer is still running, so a reader

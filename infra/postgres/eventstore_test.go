@@ -169,3 +169,34 @@ func TestLoadReadsSnapshotPlusLaterEvents(t *testing.T) {
 		t.Fatalf("old-schema snapshot: %+v, %d events, err %v", st.Snapshot, len(st.Events), err)
 	}
 }
+
+// ExistingStreams names the ids with a stream of the type asked, whatever the stream's length, and
+// neither streams of another type nor ids without a stream.
+func TestExistingStreamsNamesStreamsOfOneType(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	ann, bob, chat, nobody := uuid.New(), uuid.New(), uuid.New(), uuid.New()
+	for _, id := range []uuid.UUID{ann, bob} {
+		reg := events.UserRegistered{UserID: id, Email: id.String() + "@example.com", DisplayName: "u", Role: "member", RegisteredAt: time.Now().UTC()}
+		if _, err := s.Append(ctx, events.Append{StreamID: id, StreamType: events.StreamUser, Events: []events.Event{reg, loginEvent(id), loginEvent(id)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Append(ctx, events.Append{StreamID: chat, StreamType: events.StreamChat, Events: []events.Event{
+		events.ChatCreated{ChatID: chat, Type: events.ChatGroup, Title: "g", CreatedBy: ann, CreatedAt: time.Now().UTC(),
+			Members: []events.ChatMember{{UserID: ann, Role: events.ChatRoleAdmin}}},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+
+	got, err := s.ExistingStreams(ctx, events.StreamUser, []uuid.UUID{nobody, bob, chat, ann})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || !got[ann] || !got[bob] {
+		t.Fatalf("existing user streams %v, want exactly %s and %s", got, ann, bob)
+	}
+	if got, err = s.ExistingStreams(ctx, events.StreamUser, nil); err != nil || len(got) != 0 {
+		t.Fatalf("no ids: got %v, %v", got, err)
+	}
+}

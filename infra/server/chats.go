@@ -39,9 +39,9 @@ func (m chatMessages) Message(ctx context.Context, chatID, messageID uuid.UUID, 
 }
 
 // registerChats registers the chat commands and queries on b.
-func registerChats(b *bus.Bus, aggregates *handlers.Store, rm *projections.Chats, projector *postgres.Projector,
-	typing handlers.TypingRelay, wait time.Duration, now func() time.Time) error {
-	cmds, err := handlers.NewChatCommands(aggregates, chatMessages{rm: rm, waiter: projector, timeout: wait}, typing, now)
+func registerChats(b *bus.Bus, aggregates *handlers.Store, streams handlers.StreamDirectory, rm *projections.Chats,
+	projector *postgres.Projector, typing handlers.TypingRelay, wait time.Duration, now func() time.Time) error {
+	cmds, err := handlers.NewChatCommands(aggregates, streams, chatMessages{rm: rm, waiter: projector, timeout: wait}, typing, now)
 	if err != nil {
 		return err
 	}

@@ -174,7 +174,7 @@ func wire(cfg config.Config, logger *slog.Logger, pool *pgxpool.Pool, opts Optio
 	}
 	// A session's end (here, or announced by another instance) closes its sockets on this instance.
 	sessions.OnInvalidate(hub.SessionsChanged)
-	if err := registerChats(b, aggregates, chatsProjection, projector, rt.Typing(), cfg.ConsistencyWait, opts.Now); err != nil {
+	if err := registerChats(b, aggregates, store, chatsProjection, projector, rt.Typing(), cfg.ConsistencyWait, opts.Now); err != nil {
 		_ = hub.Close(context.Background())
 		return nil, err
 	}

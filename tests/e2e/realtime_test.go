@@ -494,6 +494,48 @@ func TestRTUnreadableEventInTheLog(t *testing.T) {
 	evProbe(t, carol, direct, conn, a, c)
 }
 
+// A command on a chat holding an event this binary cannot read (a newer one wrote it during a rolling
+// deploy) is answered 503 with Retry-After over REST and an unavailable problem over the socket, not
+// an internal error: retried once a newer instance serves it, it goes through.
+func TestRTCommandOnAChatWithAnUnreadableEvent(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDatabase(t)
+	srv := testserver.Start(t, db)
+	alice, bob := rtSignUp(t, srv, "alice"), rtSignUp(t, srv, "bob")
+	a := evDial(t, srv, alice, "")
+	group := evGroup(t, alice, bob)
+	evNext(t, a, "chat.created")
+	// Sent first so that the instance holds the chat's state, which the row below makes stale.
+	evSend(t, alice, group, "before")
+	evNext(t, a, "message.sent")
+
+	if _, err := pgtest.NewPool(t, db).Exec(t.Context(), `INSERT INTO events (transaction_id, event_id, stream_id,
+			stream_type, version, event_type, schema_version, occurred_at, payload, metadata)
+		SELECT pg_current_xact_id(), $1, stream_id, stream_type, max(version) + 1, 'chat.pinned', 1, now(), '{}', '{}'
+		FROM events WHERE stream_id = $2 GROUP BY stream_id, stream_type`, uuid.New(), group); err != nil {
+		t.Fatal(err)
+	}
+	const detail = "this chat holds events a newer version of the service wrote; retry shortly"
+
+	r := alice.client.Do(http.MethodPost, "/api/v1/chats/"+group+"/messages", map[string]any{"text": "after", "client_msg_id": "m-after"})
+	p := acctWantProblem(t, r, http.StatusServiceUnavailable, "unavailable")
+	if p.Detail != detail {
+		t.Fatalf("detail %q, want %q", p.Detail, detail)
+	}
+	if ra := r.Header.Get("Retry-After"); ra != "5" {
+		t.Fatalf("Retry-After %q, want 5", ra)
+	}
+
+	if f := evRead(t, a); f.Type != ws.TypeResyncRequired {
+		t.Fatalf("got %s, want resync_required", f.Type)
+	}
+	rtWrite(t, a, `{"type":"message.send","chat_id":"`+group+`","text":"after","client_msg_id":"w-after"}`)
+	if f := evNext(t, a, ws.TypeError); f.Problem == nil || f.Problem.Status != http.StatusServiceUnavailable ||
+		!strings.HasSuffix(f.Problem.Type, "/unavailable") || f.ClientMsgID != "w-after" {
+		t.Fatalf("message.send over the socket: %+v %+v", f, f.Problem)
+	}
+}
+
 // A socket that stops reading is closed with 1013 once it falls a whole buffer behind, after the
 // frames already queued; reconnecting with the last position it got, it recovers the rest.
 func TestRTSlowConsumerClosedThenRecovers(t *testing.T) {
