@@ -25,7 +25,7 @@ var tailBatchSize = 1000
 
 // tailPollInterval is how long `events tail --follow` waits for a wake-up before reading again anyway:
 // wake-ups (NOTIFY from the servers) are the normal path and the poll covers a lost one. (Committed
-// events still hidden by an older running transaction are chased separately, see tailEvents.)
+// events still hidden by an older running transaction are chased separately, see postgres.Tail.)
 var tailPollInterval = time.Second
 
 func newEventsCmd(env *environment) *cobra.Command {
@@ -100,92 +100,47 @@ func tailEvents(ctx context.Context, env *environment, cfg config.Config, regist
 	}
 	defer store.Close()
 
-	// Without --follow, print everything committed before the start. ReadLog hides an event while an
-	// older transaction of the cluster still runs (so that resuming with --after never skips one);
-	// wait for those to become visible rather than stop short of the head.
-	var target events.Position
-	if !follow {
-		if target, err = store.LogHead(ctx); err != nil {
-			return quietOnCancel(ctx, err)
-		}
-	}
-	w := bufio.NewWriterSize(out, 64<<10)
-	pos := from
-	var chase, waited time.Duration
-	noted := false
-	for {
-		var woke <-chan struct{}
-		if notifier != nil {
-			// Taken before the read, so that an append committed after it wakes the wait below.
-			_, woke = notifier.Generation()
-		}
-		// Also taken before the read: every event up to it is visible to the read.
-		visible, err := store.VisibleHead(ctx)
-		if err != nil {
-			return quietOnCancel(ctx, err)
-		}
+	// Unreadable has no error to return, so the printer ends the run itself when out fails.
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	p := &printer{w: bufio.NewWriterSize(out, 64<<10), stop: stop}
+	tcfg := postgres.TailConfig{
+		After: &from, EventType: eventType, StopOnError: true,
+		// Without --follow, print everything committed before the start. ReadLog hides an event while
+		// an older transaction of the cluster still runs (so that resuming with --after never skips
+		// one): the tail waits for those rather than stop short of the head.
+		StopAtHead:   !follow,
+		BatchSize:    tailBatchSize,
+		PollInterval: tailPollInterval,
 		// An event this binary cannot read is printed in its place, with data null and the reason.
-		batch, unreadable, err := handlers.ReadLogPast(ctx, store, pos, eventType, tailBatchSize)
-		if err != nil {
-			return quietOnCancel(ctx, err)
-		}
-		if err := writeEvents(w, batch, unreadable); err != nil {
-			if isClosedOutput(err) {
-				return nil
+		Unreadable: func(_ context.Context, env events.Envelope, err error) {
+			_ = p.print([]events.Envelope{env}, map[events.Position]string{env.Position: err.Error()})
+		},
+		Logger: logger,
+	}
+	if !follow {
+		tcfg.HiddenAfter = tailNoteAfter
+		tcfg.Hidden = func(ctx context.Context, upTo events.Position) {
+			oldest, err := postgres.OldestWriter(ctx, pool)
+			if err != nil || oldest == "" {
+				oldest = "none found"
 			}
-			return err
-		}
-		if len(batch) > 0 {
-			pos = batch[len(batch)-1].Position
-		}
-		if len(batch) == tailBatchSize {
-			chase = 0
-			continue // behind: read on at once
-		}
-		if follow {
-			// Committed events that the read could not see yet: chase them instead of waiting for a
-			// wake-up, which their commit may have sent already.
-			if target, err = store.LogHead(ctx); err != nil {
-				return quietOnCancel(ctx, err)
-			}
-		}
-		if visible.Less(target) {
-			chase = min(max(2*chase, tailMinChase), tailMaxChase)
-			waited += chase
-			if !follow && !noted && waited > tailNoteAfter {
-				noted = true
-				oldest, err := postgres.OldestWriter(ctx, pool)
-				if err != nil || oldest == "" {
-					oldest = "none found"
-				}
-				fmt.Fprintf(stderr, "taki: waiting for events up to %s to become visible: an older transaction of the database cluster is still running (oldest: %s)\n", target, oldest)
-			}
-			if !sleepCtx(ctx, chase) {
-				return nil
-			}
-			continue
-		}
-		chase = 0
-		if !follow {
-			return nil
-		}
-		timer := time.NewTimer(tailPollInterval)
-		select {
-		case <-woke:
-		case <-timer.C:
-		case <-ctx.Done():
-		}
-		timer.Stop()
-		if ctx.Err() != nil {
-			return nil
+			fmt.Fprintf(stderr, "taki: waiting for events up to %s to become visible: an older transaction of the database cluster is still running (oldest: %s)\n", upTo, oldest)
 		}
 	}
+	tail, err := postgres.NewTail(store, notifier, tcfg)
+	if err != nil {
+		return err
+	}
+	err = tail.Run(runCtx, func(_ context.Context, batch []events.Envelope) error { return p.print(batch, nil) })
+	if p.err != nil {
+		if isClosedOutput(p.err) {
+			return nil
+		}
+		return p.err
+	}
+	return quietOnCancel(ctx, err)
 }
-
-const (
-	tailMinChase = time.Millisecond
-	tailMaxChase = 100 * time.Millisecond
-)
 
 // tailNoteAfter is how long `events tail` waits for hidden events before it says why on stderr.
 var tailNoteAfter = 2 * time.Second
@@ -198,19 +153,25 @@ func quietOnCancel(ctx context.Context, err error) error {
 	return err
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-timer.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
+// printer writes events as JSON lines in the admin API's shape (handlers.LoggedEventOf: password
+// hashes redacted), flushed per call. Its first failure stops the run and stays in err: nothing
+// after a failed write may follow it to the output.
+type printer struct {
+	w    *bufio.Writer
+	stop context.CancelFunc
+	err  error
 }
 
-// writeEvents writes batch as JSON lines in the admin API's shape (handlers.LoggedEventOf: password
-// hashes redacted) and flushes them.
+func (p *printer) print(batch []events.Envelope, unreadable map[events.Position]string) error {
+	if p.err == nil {
+		if p.err = writeEvents(p.w, batch, unreadable); p.err != nil {
+			p.stop()
+		}
+	}
+	return p.err
+}
+
+// writeEvents writes batch as JSON lines and flushes them.
 func writeEvents(w *bufio.Writer, batch []events.Envelope, unreadable map[events.Position]string) error {
 	logged, err := handlers.LoggedEventsOf(batch, unreadable)
 	if err != nil {

@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"taki/events"
@@ -121,6 +123,22 @@ func runTail(t *testing.T, e *tailEnv, cfg TailConfig, r *received) *Tail {
 	return tail
 }
 
+// olderWriter begins a transaction that holds a transaction id: until it ends, the events committed
+// after it are hidden from log readers. It is rolled back at the test's end if still open.
+func olderWriter(t *testing.T, e *tailEnv) pgx.Tx {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := e.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Rollback(ctx) })
+	if _, err := tx.Exec(ctx, `SELECT pg_current_xact_id()`); err != nil {
+		t.Fatal(err)
+	}
+	return tx
+}
+
 func appendLogins(t *testing.T, s *EventStore, id uuid.UUID, from int64, n int) events.Position {
 	t.Helper()
 	evs := make([]events.Event, n)
@@ -212,14 +230,7 @@ func TestTailDeliversLateVisibleEventsWithoutAWakeUp(t *testing.T) {
 	runTail(t, e, TailConfig{PollInterval: time.Hour}, r)
 
 	ctx := context.Background()
-	older, err := e.pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer older.Rollback(ctx)
-	if _, err := older.Exec(ctx, `SELECT pg_current_xact_id()`); err != nil {
-		t.Fatal(err)
-	}
+	older := olderWriter(t, e)
 	pos := appendLogins(t, e.store, uuid.Must(uuid.NewV7()), 0, 2)
 	// Visible to nobody while the older transaction runs: the log readers' rule.
 	got, err := e.store.ReadLog(ctx, events.Position{}, "", 10)
@@ -474,5 +485,249 @@ func TestTailHandsUnreadableEventsOverAndReadsOn(t *testing.T) {
 	if len(unreadable) != 3 || unreadable[0].Type != "user.nickname_set" || unreadable[2].SchemaVersion != 99 ||
 		unreadable[1].StreamID != stream || unreadable[1].Position.IsZero() {
 		t.Fatalf("unreadable events: %+v", unreadable)
+	}
+}
+
+func appendRegistration(t *testing.T, s *EventStore, id uuid.UUID) events.Position {
+	t.Helper()
+	pos, err := s.Append(context.Background(), events.Append{StreamID: id, StreamType: events.StreamUser,
+		Events: []events.Event{events.UserRegistered{UserID: id, Email: id.String() + "@example.com", DisplayName: "T",
+			Role: "member", RegisteredAt: time.Now().UTC()}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pos
+}
+
+// waitVisible waits until log readers see the event at pos: a transaction elsewhere in the cluster
+// may hide it for a moment.
+func waitVisible(t *testing.T, e *tailEnv, pos events.Position) {
+	t.Helper()
+	for deadline := time.Now().Add(tailWait); ; time.Sleep(time.Millisecond) { // bounded; the condition is what is awaited
+		head, err := e.store.VisibleHead(context.Background())
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		if !head.Less(pos) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("the event at %v stayed hidden", pos)
+			return
+		}
+	}
+}
+
+// onceTail returns a tail that stops by itself (StopAtHead or StopOnError), with a notifier only if
+// it follows the log.
+func onceTail(t *testing.T, e *tailEnv, cfg TailConfig) *Tail {
+	t.Helper()
+	cfg.Logger = logging.Discard()
+	if cfg.Unreadable == nil {
+		cfg.Unreadable = func(_ context.Context, env events.Envelope, err error) {
+			t.Errorf("tail found %s at %v unreadable: %v", env.Type, env.Position, err)
+		}
+	}
+	var notifier *Notifier
+	if !cfg.StopAtHead {
+		notifier = e.notifier
+	}
+	tail, err := NewTail(e.store, notifier, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tail
+}
+
+// runOnce runs onceTail(cfg) to its end and returns what Run returned.
+func runOnce(t *testing.T, e *tailEnv, cfg TailConfig, deliver func(context.Context, []events.Envelope) error) error {
+	t.Helper()
+	tail := onceTail(t, e, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), tailWait)
+	defer cancel()
+	err := tail.Run(ctx, deliver)
+	if ctx.Err() != nil {
+		t.Fatalf("tail still running after %v (%v)", tailWait, err)
+	}
+	return err
+}
+
+// A start position and a type: the tail delivers the events of that type after it, those committed
+// before Run as well as those committed while it follows.
+func TestTailStartsAfterAPositionAndDeliversOneType(t *testing.T) {
+	t.Parallel()
+	e := newTailEnv(t)
+	first := uuid.Must(uuid.NewV7())
+	from := appendRegistration(t, e.store, first)
+	appendLogins(t, e.store, first, 1, 2)
+	second := uuid.Must(uuid.NewV7())
+	appendRegistration(t, e.store, second)
+
+	r := newReceived()
+	runTail(t, e, TailConfig{After: &from, EventType: "user.registered", BatchSize: 1, PollInterval: time.Hour}, r)
+	third := uuid.Must(uuid.NewV7())
+	appendLogins(t, e.store, second, 1, 1)
+	appendRegistration(t, e.store, third)
+	appendLogins(t, e.store, third, 1, 1)
+	last := uuid.Must(uuid.NewV7())
+	appendRegistration(t, e.store, last)
+
+	got := r.waitFor(t, 1, func(env events.Envelope) bool { return env.StreamID == last })
+	var streams []uuid.UUID
+	for _, env := range got {
+		if env.Type != "user.registered" {
+			t.Fatalf("delivered %s at %v, want only user.registered", env.Type, env.Position)
+		}
+		streams = append(streams, env.StreamID)
+	}
+	if want := []uuid.UUID{second, third, last}; len(streams) != len(want) || streams[0] != want[0] ||
+		streams[1] != want[1] || streams[2] != want[2] {
+		t.Fatalf("delivered the registrations of %v, want those after the start %v", streams, want)
+	}
+}
+
+// With StopAtHead the tail delivers what was committed before Run and returns: not what commits
+// while it runs, and not waiting for more when the last events are not of its type.
+func TestTailStopsAtTheHeadOfItsStart(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name      string
+		eventType string
+		batch     int
+		want      []int64 // the versions delivered
+	}{
+		{"all in batches", "", 3, []int64{1, 2, 3, 4}}, // the second read finds the append of the first delivery
+		{"all at once", "", 1000, []int64{1, 2, 3, 4}},
+		{"a type not last", "user.registered", 1, []int64{1}},
+		{"a type last", "user.logged_in", 2, []int64{2, 3, 4}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newTailEnv(t)
+			user := uuid.Must(uuid.NewV7())
+			appendRegistration(t, e.store, user)
+			appendLogins(t, e.store, user, 1, 3)
+			var got []int64
+			err := runOnce(t, e, TailConfig{After: &events.Position{}, EventType: tc.eventType, StopAtHead: true, BatchSize: tc.batch},
+				func(_ context.Context, batch []events.Envelope) error {
+					if len(got) == 0 {
+						// Committed after Run started: not this run's to deliver. Visible to the
+						// next read, which must leave it out.
+						waitVisible(t, e, appendLogins(t, e.store, user, 4, 1))
+					}
+					for _, env := range batch {
+						if tc.eventType != "" && env.Type != tc.eventType {
+							t.Errorf("delivered %s, want only %s", env.Type, tc.eventType)
+						}
+						got = append(got, env.Version)
+					}
+					return nil
+				})
+			if err != nil {
+				t.Fatalf("Run returned %v at the head, want nil", err)
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("delivered versions %v, want %v: those committed before Run", got, tc.want)
+			}
+		})
+	}
+}
+
+// With StopAtHead, events committed before Run but hidden by an older running transaction are waited
+// for, not left out; Hidden hears of the wait, naming the last of them, and Run returns once they
+// were delivered.
+//
+// Not parallel: the open transaction holds back what every log reader of the cluster sees.
+func TestTailStopAtHeadWaitsForHiddenEventsAndSaysSo(t *testing.T) {
+	e := newTailEnv(t)
+	ctx := context.Background()
+	appendLogins(t, e.store, uuid.Must(uuid.NewV7()), 0, 1)
+	older := olderWriter(t, e)
+	head := appendLogins(t, e.store, uuid.Must(uuid.NewV7()), 0, 2)
+
+	hidden := make(chan events.Position, 1)
+	r := newReceived()
+	tail := onceTail(t, e, TailConfig{After: &events.Position{}, StopAtHead: true, HiddenAfter: time.Millisecond,
+		Hidden: func(_ context.Context, upTo events.Position) {
+			select {
+			case hidden <- upTo:
+			default:
+			}
+		}})
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- tail.Run(runCtx, r.deliver) }()
+	select {
+	case upTo := <-hidden:
+		if upTo != head {
+			t.Errorf("Hidden names %v, want the log head %v", upTo, head)
+		}
+	case err := <-done:
+		t.Fatalf("Run returned %v while events were hidden, after delivering %d", err, r.count(nil))
+	case <-time.After(tailWait):
+		t.Fatal("Hidden was not told of the wait")
+	}
+	// Transactions of other tests in the cluster may hide the first event for a moment too.
+	if n := len(r.waitFor(t, 1, nil)); n != 1 {
+		t.Fatalf("delivered %d events while the later ones are hidden, want 1", n)
+	}
+	if err := older.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run returned %v, want nil", err)
+		}
+	case <-time.After(tailWait):
+		t.Fatal("Run did not return once the hidden events were visible")
+	}
+	if got := r.waitFor(t, 3, nil); len(got) != 3 || got[2].Position != head {
+		t.Fatalf("delivered %d events up to %v, want 3 up to %v", len(got), got[len(got)-1].Position, head)
+	}
+}
+
+// With StopOnError a failed delivery ends Run with that failure instead of being offered again.
+func TestTailStopOnErrorReturnsAFailedDelivery(t *testing.T) {
+	t.Parallel()
+	e := newTailEnv(t)
+	appendLogins(t, e.store, uuid.Must(uuid.NewV7()), 0, 2)
+	boom := errors.New("boom")
+	calls := 0
+	err := runOnce(t, e, TailConfig{After: &events.Position{}, StopOnError: true}, func(context.Context, []events.Envelope) error {
+		calls++
+		return boom
+	})
+	if !errors.Is(err, boom) || calls != 1 {
+		t.Fatalf("Run returned %v after %d deliveries, want the delivery's failure after 1", err, calls)
+	}
+}
+
+func TestNewTailChecksItsConfig(t *testing.T) {
+	t.Parallel()
+	e := newTailEnv(t)
+	u := func(context.Context, events.Envelope, error) {}
+	for _, tc := range []struct {
+		name     string
+		notifier *Notifier
+		cfg      TailConfig
+		ok       bool
+	}{
+		{"following", e.notifier, TailConfig{Unreadable: u}, true},
+		{"following without a notifier", nil, TailConfig{Unreadable: u}, false},
+		{"stopping at the head without a notifier", nil, TailConfig{StopAtHead: true, Unreadable: u}, true},
+		{"a known type", e.notifier, TailConfig{EventType: "user.registered", Unreadable: u}, true},
+		{"an unknown type", e.notifier, TailConfig{EventType: "user.exploded", Unreadable: u}, false},
+		{"a negative batch size", e.notifier, TailConfig{BatchSize: -1, Unreadable: u}, false},
+		{"a negative hidden-after", e.notifier, TailConfig{HiddenAfter: -time.Second, Unreadable: u}, false},
+		{"no Unreadable", e.notifier, TailConfig{Unreadable: nil}, false},
+	} {
+		cfg := tc.cfg
+		cfg.Logger = logging.Discard()
+		if _, err := NewTail(e.store, tc.notifier, cfg); (err == nil) != tc.ok {
+			t.Errorf("%s: NewTail returned %v", tc.name, err)
+		}
 	}
 }
