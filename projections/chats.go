@@ -48,7 +48,7 @@ func (*Chats) Apply(b *pgx.Batch, e events.Envelope) error {
 		b.Queue(`WITH c AS (
 				INSERT INTO chats (id, type, title, created_at, last_seq, last_activity_at)
 				VALUES ($1, $2, $3, $4, 0, $4) ON CONFLICT (id) DO NOTHING RETURNING id)
-			INSERT INTO chat_members (chat_id, user_id, role, last_read_seq, unread_count)
+			INSERT INTO chat_members (chat_id, user_id, role, last_read_seq, excluded_count)
 			SELECT c.id, m.user_id, m.role, 0, 0
 			FROM c, unnest($5::uuid[], $6::text[]) AS m (user_id, role)
 			ON CONFLICT (chat_id, user_id) DO NOTHING`,
@@ -57,9 +57,9 @@ func (*Chats) Apply(b *pgx.Batch, e events.Envelope) error {
 		b.Queue(`UPDATE chats SET title = $2 WHERE id = $1`, ev.ChatID, ev.Title)
 	case events.ChatMemberAdded:
 		// Unread is what the newcomer's cursor leaves unread: normally nothing, the cursor starts at the
-		// chat's last seq.
-		b.Queue(`INSERT INTO chat_members (chat_id, user_id, role, last_read_seq, unread_count)
-			SELECT c.id, $2, $3, $4,
+		// chat's last seq. Excluded is whatever above the cursor is not unread (see unreadSQL).
+		b.Queue(`INSERT INTO chat_members (chat_id, user_id, role, last_read_seq, excluded_count)
+			SELECT c.id, $2, $3, $4, GREATEST(c.last_seq - $4, 0) -
 				(SELECT count(*) FROM chat_messages x
 					WHERE x.chat_id = c.id AND x.seq > $4 AND x.sender_id <> $2 AND NOT x.deleted)
 			FROM chats c WHERE c.id = $1
@@ -68,9 +68,9 @@ func (*Chats) Apply(b *pgx.Batch, e events.Envelope) error {
 	case events.ChatMemberRemoved:
 		b.Queue(`DELETE FROM chat_members WHERE chat_id = $1 AND user_id = $2`, ev.ChatID, ev.UserID)
 	case events.MessageSent:
-		// The last_seq guard makes a second application a no-op. Only the other members' unread counts
-		// change (no indexed column: HOT updates), so a message costs one index-maintaining write, its
-		// own row, whatever the chat's size. The message row needs its chat, as in ApplyAll.
+		// The last_seq guard makes a second application a no-op. A message writes its own row, its
+		// chat's and its sender's (for whom it is not unread: unreadSQL), whatever the chat's size. The
+		// message row needs its chat, as in ApplyAll.
 		b.Queue(`WITH msg AS (
 				INSERT INTO chat_messages (chat_id, seq, id, sender_id, text, client_msg_id, sent_at)
 				SELECT $1, $2, $3, $4, $5, NULLIF($6, ''), $7 FROM chats WHERE id = $1 AND last_seq < $2
@@ -78,25 +78,27 @@ func (*Chats) Apply(b *pgx.Batch, e events.Envelope) error {
 			c AS (
 				UPDATE chats SET last_seq = $2, last_activity_at = GREATEST(last_activity_at, $7)
 				WHERE id = $1 AND last_seq < $2 RETURNING id)
-			UPDATE chat_members m SET unread_count = m.unread_count + 1
-			FROM c WHERE m.chat_id = c.id AND m.user_id <> $4 AND m.last_read_seq < $2`,
+			UPDATE chat_members m SET excluded_count = m.excluded_count + 1
+			FROM c WHERE m.chat_id = c.id AND m.user_id = $4 AND m.last_read_seq < $2`,
 			ev.ChatID, ev.Seq, ev.MessageID, ev.SenderID, ev.Text, ev.ClientMsgID, ev.SentAt)
 	case events.MessageEdited:
 		b.Queue(`UPDATE chat_messages SET text = $3, edited_at = $4
 			WHERE chat_id = $1 AND seq = $2 AND NOT deleted`, ev.ChatID, ev.Seq, ev.Text, ev.EditedAt)
 	case events.MessageDeleted:
-		// A deleted message no longer counts as unread for the members who had not read it yet.
+		// A deleted message no longer counts as unread for the members who had not read it yet (for
+		// its sender it never did).
 		b.Queue(`WITH d AS (
 				UPDATE chat_messages SET deleted = true, text = ''
 				WHERE chat_id = $1 AND seq = $2 AND NOT deleted RETURNING sender_id)
-			UPDATE chat_members m SET unread_count = GREATEST(m.unread_count - 1, 0)
+			UPDATE chat_members m SET excluded_count = m.excluded_count + 1
 			FROM d WHERE m.chat_id = $1 AND m.user_id <> d.sender_id AND m.last_read_seq < $2`,
 			ev.ChatID, ev.Seq)
 	case events.ChatRead:
 		b.Queue(`UPDATE chat_members m SET last_read_seq = $3,
-				unread_count = (SELECT count(*) FROM chat_messages x
+				excluded_count = GREATEST(c.last_seq - $3, 0) - (SELECT count(*) FROM chat_messages x
 					WHERE x.chat_id = $1 AND x.seq > $3 AND x.sender_id <> $2 AND NOT x.deleted)
-			WHERE m.chat_id = $1 AND m.user_id = $2 AND m.last_read_seq < $3`,
+			FROM chats c
+			WHERE c.id = $1 AND m.chat_id = $1 AND m.user_id = $2 AND m.last_read_seq < $3`,
 			ev.ChatID, ev.UserID, ev.UpToSeq)
 	}
 	return nil
@@ -199,12 +201,17 @@ func queueSentRun(b *pgx.Batch, run []events.MessageSent) {
 			UPDATE chats c SET last_seq = f.seq, last_activity_at = GREATEST(c.last_activity_at, f.sent_at)
 			FROM (SELECT chat_id, max(seq) AS seq, max(sent_at) AS sent_at FROM fresh GROUP BY chat_id) f
 			WHERE c.id = f.chat_id)
-		UPDATE chat_members m SET unread_count = m.unread_count + u.n
+		UPDATE chat_members m SET excluded_count = m.excluded_count + u.n
 		FROM (SELECT f.chat_id, x.user_id, count(*) AS n FROM fresh f
-			JOIN chat_members x ON x.chat_id = f.chat_id AND x.user_id <> f.sender_id AND x.last_read_seq < f.seq
+			JOIN chat_members x ON x.chat_id = f.chat_id AND x.user_id = f.sender_id AND x.last_read_seq < f.seq
 			GROUP BY f.chat_id, x.user_id) u
 		WHERE m.chat_id = u.chat_id AND m.user_id = u.user_id`, chats, seqs, senders, sent)
 }
+
+// unreadSQL is member m's unread count in chat c: the messages above its cursor (seqs are gapless)
+// less those that are not unread for it, its own and others' deleted ones, which the projection counts
+// in excluded_count as they come. A message thus writes no other member's row.
+const unreadSQL = `c.last_seq - m.last_read_seq - m.excluded_count`
 
 // chatColumns and chatJoins read chats (alias c) with their members, as parallel arrays, and their
 // last message (alias lm, NULL columns before the first message). scanChat reads them.
@@ -214,7 +221,7 @@ const (
 		lm.id, lm.seq, lm.sender_id, lm.text, lm.client_msg_id, lm.sent_at, lm.edited_at, lm.deleted`
 	chatJoins = ` CROSS JOIN LATERAL (
 			SELECT array_agg(m.user_id) AS user_ids, array_agg(m.role) AS roles,
-				array_agg(m.last_read_seq) AS read_seqs, array_agg(m.unread_count) AS unreads
+				array_agg(m.last_read_seq) AS read_seqs, array_agg(` + unreadSQL + `) AS unreads
 			FROM chat_members m WHERE m.chat_id = c.id) mem
 		LEFT JOIN chat_messages lm ON lm.chat_id = c.id AND lm.seq = c.last_seq`
 	messageColumns = `id, chat_id, seq, sender_id, text, client_msg_id, sent_at, edited_at, deleted`

@@ -597,8 +597,8 @@ func TestChatsQueriesUseIndexes(t *testing.T) {
 			SELECT md5('c' || i)::uuid, 'group', 'g' || i, now(), CASE i WHEN 7 THEN 5000 ELSE 5 END,
 				now() - i * interval '1 minute'
 			FROM generate_series(0, 19999) i`,
-		`INSERT INTO chat_members (chat_id, user_id, role, last_read_seq, unread_count)
-			SELECT md5('c' || i)::uuid, md5('u' || ((i + j * 200) % 1000))::uuid, 'member', j, 5 - j
+		`INSERT INTO chat_members (chat_id, user_id, role, last_read_seq, excluded_count)
+			SELECT md5('c' || i)::uuid, md5('u' || ((i + j * 200) % 1000))::uuid, 'member', j, 0
 			FROM generate_series(0, 19999) i, generate_series(0, 4) j`,
 		`INSERT INTO chat_messages (chat_id, seq, id, sender_id, text, sent_at)
 			SELECT md5('c' || i)::uuid, s, gen_random_uuid(), md5('u' || (i % 1000))::uuid, repeat('x', 40),

@@ -723,7 +723,8 @@ func checkReplayReadModels(ctx context.Context, conn *pgx.Conn, want replayWant)
 			msgs, edited, deleted, want.Messages, want.Edited, want.Deleted)
 	}
 
-	rows, err = conn.Query(ctx, `SELECT chat_id, user_id, last_read_seq, unread_count FROM chat_members`)
+	rows, err = conn.Query(ctx, `SELECT m.chat_id, m.user_id, m.last_read_seq, c.last_seq - m.last_read_seq - m.excluded_count
+		FROM chat_members m JOIN chats c ON c.id = m.chat_id`)
 	if err != nil {
 		return fmt.Errorf("read chat_members: %w", err)
 	}

@@ -1,0 +1,65 @@
+package postgres_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/google/uuid"
+
+	. "taki/infra/postgres"
+	"taki/infra/postgres/pgtest"
+)
+
+// Migration 7 turns stored unread counts into excluded counts (unread = last_seq - last_read_seq -
+// excluded_count) on a database that has chats, and back on the way down: no read model has to be
+// replayed for an upgrade or a rollback.
+func TestMigrationOfUnreadCountsToExcludedCounts(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := pgtest.NewPool(t, pgtest.NewDatabase(t))
+	m, err := NewMigrator(pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if res, err := m.Down(ctx); err != nil || res.Source.Version != 7 {
+		t.Fatalf("down: %+v, %v; want migration 7 rolled back", res, err)
+	}
+	chat, ann, bob := uuid.New(), uuid.New(), uuid.New()
+	if _, err := pool.Exec(ctx, `INSERT INTO chats (id, type, title, created_at, last_seq, last_activity_at)
+		VALUES ($1, 'group', 'g', now(), 10, now())`, chat); err != nil {
+		t.Fatal(err)
+	}
+	// ann read up to 4 with 3 unread (her own and deleted messages make up the other 3 above 4); bob
+	// read everything.
+	if _, err := pool.Exec(ctx, `INSERT INTO chat_members (chat_id, user_id, role, last_read_seq, unread_count)
+		VALUES ($1, $2, 'admin', 4, 3), ($1, $3, 'member', 10, 0)`, chat, ann, bob); err != nil {
+		t.Fatal(err)
+	}
+
+	if _, err := m.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	unread := func(user uuid.UUID, column string) (n int64) {
+		t.Helper()
+		q := `SELECT ` + column + ` FROM chat_members m JOIN chats c ON c.id = m.chat_id WHERE m.chat_id = $1 AND m.user_id = $2`
+		if err := pool.QueryRow(ctx, q, chat, user).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	const derived = `c.last_seq - m.last_read_seq - m.excluded_count`
+	if a, b, ex := unread(ann, derived), unread(bob, derived), unread(ann, "m.excluded_count"); a != 3 || b != 0 || ex != 3 {
+		t.Fatalf("after up: unread ann %d, bob %d, ann's excluded %d; want 3, 0, 3", a, b, ex)
+	}
+
+	if _, err := m.Down(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := unread(ann, "m.unread_count"), unread(bob, "m.unread_count"); a != 3 || b != 0 {
+		t.Fatalf("after down: unread ann %d, bob %d; want 3 and 0", a, b)
+	}
+	if _, err := m.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
