@@ -68,6 +68,9 @@ type FeedConfig struct {
 	CacheSize int
 	// ChatWait bounds the wait for the chats read model (default DefaultFeedChatWait).
 	ChatWait time.Duration
+	// ResyncEvery spaces out the resync_required of a stream stuck on an event this binary cannot
+	// read (default DefaultFeedResyncEvery; see Unreadable).
+	ResyncEvery time.Duration
 	// Present, if set, limits frames to the users it accepts: those with a socket on this instance.
 	// The fold still sees every event; only frames nobody here would get are not built (a chat.*
 	// frame costs a read-model wait and query).
@@ -84,6 +87,9 @@ type Feed struct {
 	cfg  FeedConfig
 	only uuid.UUID // uuid.Nil: every user
 
+	allMu   sync.Mutex
+	allTold time.Time // when everyone was last told to resync (Unreadable)
+
 	chatStates *feedStates[chat]
 	// The payments' states, bounded by the same CacheSize.
 	paymentStates *feedStates[payment]
@@ -98,6 +104,10 @@ type feedStates[S any] struct {
 
 	mu     sync.Mutex
 	states *lru[uuid.UUID, feedState[S]]
+	// stuck are the streams holding an event this binary cannot read, with when their possible
+	// recipients were last told to resync (Feed.Unreadable): no later event of theirs can be folded,
+	// so fold fails at once instead of loading the stream again for each.
+	stuck *lru[uuid.UUID, time.Time]
 }
 
 type feedState[S any] struct {
@@ -106,7 +116,8 @@ type feedState[S any] struct {
 }
 
 func newFeedStates[S any](agg aggregate[S], log StreamReader, size int) *feedStates[S] {
-	return &feedStates[S]{agg: agg, log: log, states: newLRU[uuid.UUID, feedState[S]](size)}
+	return &feedStates[S]{agg: agg, log: log, states: newLRU[uuid.UUID, feedState[S]](size),
+		stuck: newLRU[uuid.UUID, time.Time](size)}
 }
 
 func (c *feedStates[S]) get(id uuid.UUID) (feedState[S], bool) {
@@ -131,6 +142,13 @@ func (c *feedStates[S]) put(id uuid.UUID, version int64, state S) {
 // fold returns the stream's state before env and after it, and keeps the latter.
 func (c *feedStates[S]) fold(ctx context.Context, env events.Envelope) (before, after S, err error) {
 	id := env.StreamID
+	c.mu.Lock()
+	_, stuck := c.stuck.peek(id)
+	c.mu.Unlock()
+	if stuck {
+		return before, after, fmt.Errorf("%s %s holds an event before version %d that this binary cannot read: %w",
+			c.agg.streamType, id, env.Version, events.ErrUndecodable)
+	}
 	cached, ok := c.get(id)
 	if ok && cached.version == env.Version-1 {
 		before = cached.state
@@ -162,8 +180,11 @@ func NewFeed(cfg FeedConfig) (*Feed, error) {
 	if cfg.ChatWait == 0 {
 		cfg.ChatWait = DefaultFeedChatWait
 	}
-	if cfg.CacheSize < 1 || cfg.ChatWait < 0 {
-		return nil, errors.New("new feed: cache size and chat wait must be positive")
+	if cfg.ResyncEvery == 0 {
+		cfg.ResyncEvery = DefaultFeedResyncEvery
+	}
+	if cfg.CacheSize < 1 || cfg.ChatWait < 0 || cfg.ResyncEvery < 0 {
+		return nil, errors.New("new feed: cache size, chat wait and resync spacing must be positive")
 	}
 	return newFeed(cfg, uuid.Nil), nil
 }

@@ -3,6 +3,7 @@ package handlers
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"maps"
 	"slices"
 	"sync"
@@ -22,10 +23,13 @@ type memLog struct {
 	snapshots map[uuid.UUID]events.Snapshot
 	loads     int
 	pos       events.Position
+	// unreadable are the streams holding, from that version on, an event this binary cannot read.
+	unreadable map[uuid.UUID]int64
 }
 
 func newMemLog() *memLog {
-	return &memLog{streams: map[uuid.UUID][]events.Envelope{}, snapshots: map[uuid.UUID]events.Snapshot{}}
+	return &memLog{streams: map[uuid.UUID][]events.Envelope{}, snapshots: map[uuid.UUID]events.Snapshot{},
+		unreadable: map[uuid.UUID]int64{}}
 }
 
 // add appends ev to chat's stream and returns its envelope.
@@ -64,6 +68,9 @@ func (l *memLog) LoadUntil(_ context.Context, id uuid.UUID, snapshotVersion int,
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.loads++
+	if v, ok := l.unreadable[id]; ok && maxVersion >= v {
+		return events.Stream{}, fmt.Errorf("load %s: %w", id, events.ErrUndecodable)
+	}
 	var out events.Stream
 	from := int64(0)
 	if s, ok := l.snapshots[id]; ok && s.SchemaVersion == snapshotVersion && s.Version <= maxVersion {

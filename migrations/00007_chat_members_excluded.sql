@@ -8,10 +8,28 @@
 ALTER TABLE chat_members ADD COLUMN excluded_count bigint NOT NULL DEFAULT 0;
 UPDATE chat_members m SET excluded_count = c.last_seq - m.last_read_seq - m.unread_count
 FROM chats c WHERE c.id = m.chat_id;
-ALTER TABLE chat_members DROP COLUMN unread_count;
+
+-- unread_count stays while a rolling deploy runs binaries that predate this migration: they still read
+-- it (the counts as of the migration), so their chat reads keep working. Their writes are refused: a
+-- chats projection led by such a binary stops and retries (logging this error) until an instance of
+-- this version leads, rather than applying events that excluded_count would not follow. A binary of
+-- this version never writes unread_count, and a later migration drops it with this trigger.
+-- +goose StatementBegin
+CREATE FUNCTION chat_members_refuse_unread_count() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' OR NEW.unread_count <> 0 THEN
+        RAISE EXCEPTION 'chat_members.unread_count is no longer kept (migration 7): this binary predates the schema; an instance of the current version takes over';
+    END IF;
+    RETURN NEW;
+END
+$$;
+-- +goose StatementEnd
+CREATE TRIGGER chat_members_refuse_unread_count BEFORE INSERT OR UPDATE OF unread_count ON chat_members
+    FOR EACH ROW EXECUTE FUNCTION chat_members_refuse_unread_count();
 
 -- +goose Down
-ALTER TABLE chat_members ADD COLUMN unread_count bigint NOT NULL DEFAULT 0;
+DROP TRIGGER chat_members_refuse_unread_count ON chat_members;
+DROP FUNCTION chat_members_refuse_unread_count();
 UPDATE chat_members m SET unread_count = GREATEST(c.last_seq - m.last_read_seq - m.excluded_count, 0)
 FROM chats c WHERE c.id = m.chat_id;
 ALTER TABLE chat_members DROP COLUMN excluded_count;

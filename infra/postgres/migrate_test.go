@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/google/uuid"
@@ -51,6 +52,34 @@ func TestMigrationOfUnreadCountsToExcludedCounts(t *testing.T) {
 	const derived = `c.last_seq - m.last_read_seq - m.excluded_count`
 	if a, b, ex := unread(ann, derived), unread(bob, derived), unread(ann, "m.excluded_count"); a != 3 || b != 0 || ex != 3 {
 		t.Fatalf("after up: unread ann %d, bob %d, ann's excluded %d; want 3, 0, 3", a, b, ex)
+	}
+
+	// During a rolling deploy, older binaries still read unread_count; their writes are refused, so a
+	// chats projection they lead stops instead of drifting from excluded_count.
+	if a := unread(ann, "m.unread_count"); a != 3 {
+		t.Fatalf("unread_count as of the migration: %d, want 3", a)
+	}
+	for _, old := range []string{
+		`UPDATE chat_members SET unread_count = unread_count + 1 WHERE chat_id = $1`,
+		`UPDATE chat_members SET last_read_seq = 10, unread_count = 0 WHERE chat_id = $1`,
+		`INSERT INTO chat_members (chat_id, user_id, role, last_read_seq, unread_count) VALUES ($1, gen_random_uuid(), 'member', 2, 5)`,
+	} {
+		if _, err := pool.Exec(ctx, old, chat); err == nil || !strings.Contains(err.Error(), "no longer kept") {
+			t.Fatalf("an older binary's %q: %v, want it refused", old, err)
+		}
+	}
+	// This version's writes, and an older one's new chat (nothing unread), pass.
+	for _, ok := range []string{
+		`UPDATE chat_members SET excluded_count = excluded_count + 1, last_read_seq = last_read_seq WHERE chat_id = $1`,
+		`INSERT INTO chat_members (chat_id, user_id, role, last_read_seq, excluded_count) VALUES ($1, gen_random_uuid(), 'member', 10, 0)`,
+		`INSERT INTO chat_members (chat_id, user_id, role, last_read_seq, unread_count) VALUES ($1, gen_random_uuid(), 'member', 10, 0)`,
+	} {
+		if _, err := pool.Exec(ctx, ok, chat); err != nil {
+			t.Fatalf("%q: %v", ok, err)
+		}
+	}
+	if _, err := pool.Exec(ctx, `UPDATE chat_members SET excluded_count = excluded_count - 1 WHERE chat_id = $1`, chat); err != nil {
+		t.Fatal(err)
 	}
 
 	if _, err := m.Down(ctx); err != nil {

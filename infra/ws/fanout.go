@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"taki/events"
@@ -19,7 +18,7 @@ import (
 // its own; they share nothing but the log.
 type Fanout struct {
 	hub        *Hub
-	feed       FanoutFeed
+	feed       Feed
 	log        *slog.Logger
 	events     prometheus.Counter
 	frames     prometheus.Counter
@@ -27,15 +26,8 @@ type Fanout struct {
 	lag        prometheus.Gauge
 }
 
-// FanoutFeed is the feed of the live fan-out (*handlers.Feed): the frames of each event, and who may
-// have had a frame of an event this binary cannot read.
-type FanoutFeed interface {
-	Feed
-	Unreadable(env events.Envelope) (to []uuid.UUID, all bool)
-}
-
 // NewFanout returns a fan-out to hub's sockets. Its metrics go to reg.
-func NewFanout(hub *Hub, feed FanoutFeed, logger *slog.Logger, reg prometheus.Registerer) (*Fanout, error) {
+func NewFanout(hub *Hub, feed Feed, logger *slog.Logger, reg prometheus.Registerer) (*Fanout, error) {
 	if hub == nil || feed == nil || logger == nil || reg == nil {
 		return nil, errors.New("new fan-out: hub, feed, logger and registry are required")
 	}
@@ -46,7 +38,7 @@ func NewFanout(hub *Hub, feed FanoutFeed, logger *slog.Logger, reg prometheus.Re
 			Name: "taki_ws_fanout_frames_total", Help: "Event frames the WebSocket fan-out queued on sockets."}),
 		unreadable: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "taki_ws_fanout_unreadable_events_total",
-			Help: "Events the WebSocket fan-out could not read (written by a newer binary, or damaged); their possible recipients were sent resync_required."}),
+			Help: "Events the WebSocket fan-out could not deliver because this binary cannot read them, or an earlier event of their stream (written by a newer binary, or damaged)."}),
 		lag: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "taki_ws_fanout_lag_seconds", Help: "Age of the last event the WebSocket fan-out handled when it handled it."}),
 	}
@@ -120,13 +112,23 @@ func (f *Fanout) framesOf(ctx context.Context, env events.Envelope) ([]handlers.
 }
 
 // Unreadable handles env, an event of the log this binary cannot read (err wraps
-// events.ErrUndecodable): a newer binary wrote it during a rolling deploy, or its row is damaged. No
-// frame can be built for it, so everyone who may have had one (the feed's guess: the chat's members,
-// a payment's owner, else every socket here) gets resync_required at its position, in order with the
-// event frames: they reload their state through the API, and a later ?since= starts past it. The
-// tail calls it for events it cannot decode, Deliver for events whose chat it cannot fold.
+// events.ErrUndecodable): a newer binary wrote it during a rolling deploy, or its row is damaged; or
+// an event of a stream stuck on one, which cannot be folded past it. No frame can be built for it, so
+// everyone who may have had one (the feed's guess: the chat's members, a payment's owner, else every
+// socket here) gets resync_required at its position, in order with the event frames: they reload
+// their state through the API, and a later ?since= starts past it. The feed spaces out the resyncs of
+// a stuck stream. The tail calls it for events it cannot decode, Deliver for events it cannot fold.
 func (f *Fanout) Unreadable(ctx context.Context, env events.Envelope, err error) {
-	to, all := f.feed.Unreadable(env)
+	f.unreadable.Inc()
+	f.events.Inc()
+	to, all := f.feed.Unreadable(ctx, env)
+	attrs := []any{slog.String("event_type", env.Type), slog.Int("schema_version", env.SchemaVersion),
+		slog.String("stream_type", env.StreamType), slog.String("stream_id", env.StreamID.String()),
+		slog.String("position", env.Position.String()), slog.String("error", err.Error())}
+	if !all && len(to) == 0 {
+		f.log.DebugContext(ctx, "websocket fan-out cannot deliver an event; nobody left to tell", attrs...)
+		return
+	}
 	b, encErr := EncodeFrame(ServerFrame{Type: TypeResyncRequired, Position: env.Position.String()})
 	if encErr != nil {
 		f.log.ErrorContext(ctx, "websocket frame not encoded", slog.String("error", encErr.Error()))
@@ -138,10 +140,6 @@ func (f *Fanout) Unreadable(ctx context.Context, env events.Envelope, err error)
 	} else {
 		sockets = f.hub.SendEvent(to, env.Position, b)
 	}
-	f.unreadable.Inc()
-	f.events.Inc()
-	f.log.ErrorContext(ctx, "websocket fan-out cannot read an event; its possible recipients were sent resync_required",
-		slog.String("event_type", env.Type), slog.Int("schema_version", env.SchemaVersion),
-		slog.String("stream_type", env.StreamType), slog.String("stream_id", env.StreamID.String()),
-		slog.String("position", env.Position.String()), slog.Int("sockets", sockets), slog.String("error", err.Error()))
+	f.log.ErrorContext(ctx, "websocket fan-out cannot deliver an event; its possible recipients were sent resync_required",
+		append(attrs, slog.Int("sockets", sockets))...)
 }

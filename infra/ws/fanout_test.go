@@ -31,14 +31,22 @@ type testFeed struct{ only uuid.UUID }
 type testUnreadable struct {
 	To  []uuid.UUID
 	All bool
+	// AtRead: the log's read stops at it (events.UnreadableError) rather than the feed failing on it.
+	AtRead bool
 }
 
 func (testUnreadable) EventType() string { return "test.unreadable" }
 
-func (f testFeed) Unreadable(env events.Envelope) ([]uuid.UUID, bool) {
+func (f testFeed) Unreadable(_ context.Context, env events.Envelope) ([]uuid.UUID, bool) {
 	ev, ok := env.Data.(testUnreadable)
 	if !ok {
 		return nil, true
+	}
+	if f.only != uuid.Nil && !ev.All {
+		if !slices.Contains(ev.To, f.only) {
+			return nil, false
+		}
+		return []uuid.UUID{f.only}, false
 	}
 	return ev.To, ev.All
 }
@@ -101,6 +109,9 @@ func (l *memEventLog) ReadLog(ctx context.Context, after events.Position, _ stri
 	var out []events.Envelope
 	for _, e := range l.evs {
 		if after.Less(e.Position) && len(out) < limit {
+			if u, ok := e.Data.(testUnreadable); ok && u.AtRead {
+				return out, &events.UnreadableError{Event: e, Err: events.ErrUndecodable}
+			}
 			out = append(out, e)
 		}
 	}
@@ -403,26 +414,38 @@ func TestFanoutTellsThePossibleRecipientsOfAnUnreadableEventToResync(t *testing.
 	}
 }
 
-// A recovery that meets an event this binary cannot read cannot say what the client missed: it
-// sends what it read before it, then resync_required, then live frames.
-func TestRecoveryMeetingAnUnreadableEventGetsResyncRequired(t *testing.T) {
+// A recovery that meets an event this binary cannot read, which may concern its user, cannot say what
+// the client missed: it sends what it read before it, then resync_required, then live frames, each
+// once. One that cannot concern its user is read past. Both as the log's read stops at the event and
+// as the feed fails on it.
+func TestRecoveryMeetingAnUnreadableEvent(t *testing.T) {
 	t.Parallel()
-	e := newLiveEnv(t, nil)
-	alice, tok := e.token()
-	e0 := e.publish(alice)
-	e1 := e.publish(alice)
-	e.publishData(testUnreadable{To: []uuid.UUID{alice}})
-	e.publish(alice)
-	conn := e.dialSince(alice, tok, e0.Position)
-	if f := read(t, conn); f.Type != "test.event" || f.Position != e1.Position.String() {
-		t.Fatalf("got %+v, want the event before the unreadable one", f)
-	}
-	if f := read(t, conn); f.Type != TypeResyncRequired || f.Position != "" {
-		t.Fatalf("got %+v, want resync_required", f)
-	}
-	last := e.publish(alice)
-	if got := readEvents(t, conn, last.Position); len(got) != 1 {
-		t.Fatalf("after resync_required got %v, want the live frame only", got)
+	for _, atRead := range []bool{false, true} {
+		t.Run(fmt.Sprint("at read ", atRead), func(t *testing.T) {
+			t.Parallel()
+			e := newLiveEnv(t, nil)
+			alice, tok := e.token()
+			bob := uuid.New()
+			e0 := e.publish(alice)
+			e1 := e.publish(alice)
+			e.publishData(testUnreadable{To: []uuid.UUID{bob}, AtRead: atRead}) // not alice's
+			e3 := e.publish(alice)
+			e.publishData(testUnreadable{To: []uuid.UUID{alice, bob}, AtRead: atRead})
+			e.publish(alice)
+			conn := e.dialSince(alice, tok, e0.Position)
+			for _, want := range []events.Envelope{e1, e3} {
+				if f := read(t, conn); f.Type != "test.event" || f.Position != want.Position.String() {
+					t.Fatalf("got %+v, want the event at %s", f, want.Position)
+				}
+			}
+			if f := read(t, conn); f.Type != TypeResyncRequired || f.Position != "" {
+				t.Fatalf("got %+v, want resync_required", f)
+			}
+			last := e.publish(alice)
+			if got := readEvents(t, conn, last.Position); len(got) != 1 {
+				t.Fatalf("after resync_required got %v, want the live frame only", got)
+			}
+		})
 	}
 }
 

@@ -49,9 +49,11 @@ type LogReader interface {
 	LogHead(ctx context.Context) (events.Position, error)
 }
 
-// Feed says which users get which frame for an event (*handlers.Feed).
+// Feed says which users get which frame for an event (*handlers.Feed), and who may have had a frame of
+// an event this binary cannot read: they are told to resync (Fanout.Unreadable).
 type Feed interface {
 	Frames(ctx context.Context, env events.Envelope) ([]handlers.FeedFrame, error)
+	Unreadable(ctx context.Context, env events.Envelope) (to []uuid.UUID, all bool)
 }
 
 // RecoveryConfig configures ?since= recoveries.
@@ -235,7 +237,7 @@ func (h *Hub) replay(c *Client, since events.Position) error {
 	ctx := c.ctx
 	r := h.cfg.Recovery
 	if r == nil {
-		return c.resync(ctx)
+		return c.resync(ctx, true)
 	}
 	select {
 	case <-r.Live:
@@ -254,24 +256,25 @@ func (h *Hub) replay(c *Client, since events.Position) error {
 	}
 	if head.Less(since) {
 		// Not a position of this log (another database, or made up).
-		return c.resync(ctx)
+		return c.resync(ctx, true)
 	}
 	n, err := r.Log.CountAfter(ctx, since, r.MaxEvents+1)
 	if err != nil {
 		return err
 	}
 	if n > r.MaxEvents {
-		return c.resync(ctx)
+		return c.resync(ctx, true)
 	}
 	feed := r.UserFeed(c.userID)
 	cursor := since
 	replayed := 0
 	for {
 		batch, err := r.Log.ReadLog(ctx, cursor, "", r.BatchSize)
-		if errors.Is(err, events.ErrUndecodable) {
-			// An event this binary cannot read (see Fanout.Unreadable): the recovery cannot say what
-			// the client missed, so the client reloads.
-			return c.resync(ctx)
+		// At an event this binary cannot read, the events before it come along: replay them, then
+		// decide on it.
+		var unreadable *events.UnreadableError
+		if errors.As(err, &unreadable) {
+			err = nil
 		}
 		if err != nil {
 			return err
@@ -279,7 +282,12 @@ func (h *Hub) replay(c *Client, since events.Position) error {
 		for _, env := range batch {
 			frames, err := feed.Frames(ctx, env)
 			if errors.Is(err, events.ErrUndecodable) {
-				return c.resync(ctx)
+				// Its chat is stuck on an event this binary cannot read (see Fanout.Unreadable).
+				if concerns(ctx, feed, env) {
+					return c.resync(ctx, false)
+				}
+				cursor = env.Position
+				continue
 			}
 			if err != nil {
 				return err
@@ -302,6 +310,14 @@ func (h *Hub) replay(c *Client, since events.Position) error {
 			}
 			cursor = env.Position
 		}
+		if unreadable != nil {
+			// What the client missed cannot be told: it reloads, if the event could concern it.
+			if concerns(ctx, feed, unreadable.Event) {
+				return c.resync(ctx, false)
+			}
+			cursor = unreadable.Event.Position
+			continue
+		}
 		if len(batch) == r.BatchSize {
 			continue
 		}
@@ -317,11 +333,22 @@ func (h *Hub) replay(c *Client, since events.Position) error {
 	}
 }
 
-// resync sends resync_required and turns the socket live with the frames it holds.
-func (c *Client) resync(ctx context.Context) error {
-	c.stream.mu.Lock()
-	c.stream.last = events.Position{}
-	c.stream.mu.Unlock()
+// concerns reports whether env, which a user's feed cannot build frames of, may have made one for the
+// user.
+func concerns(ctx context.Context, feed Feed, env events.Envelope) bool {
+	to, all := feed.Unreadable(ctx, env)
+	return all || len(to) > 0
+}
+
+// resync sends resync_required and turns the socket live with the frames it holds. fromScratch forgets
+// the position the socket is at, for a since that this log cannot serve (it may be no position of it
+// at all); a resync in the middle of a replay keeps it, so that no held frame goes out twice.
+func (c *Client) resync(ctx context.Context, fromScratch bool) error {
+	if fromScratch {
+		c.stream.mu.Lock()
+		c.stream.last = events.Position{}
+		c.stream.mu.Unlock()
+	}
 	for {
 		if err := c.SendFrame(ServerFrame{Type: TypeResyncRequired}); err != nil {
 			return err
