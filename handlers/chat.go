@@ -55,13 +55,17 @@ func (c chat) admins() int {
 	return n
 }
 
-// readBy is the read_by_count of message seq of sender as the chat's read cursors stand.
+// readBy is the read_by_count of message seq of sender as the chat's read cursors stand. It runs for
+// every message frame the feed fans out, so it walks the members in place rather than building
+// queries.ReadCursors, whose map and sort only pay off over a page of messages.
 func (c chat) readBy(seq int64, sender uuid.UUID) int64 {
-	byUser := make(map[uuid.UUID]int64, len(c.Members))
-	for id, m := range c.Members {
-		byUser[id] = m.LastRead
-	}
-	return queries.NewReadCursors(byUser).ReadByCount(seq, sender)
+	return queries.CountReadBy(func(yield func(uuid.UUID, int64) bool) {
+		for id, m := range c.Members {
+			if !yield(id, m.LastRead) {
+				return
+			}
+		}
+	}, seq, sender)
 }
 
 var chats = aggregate[chat]{

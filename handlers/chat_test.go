@@ -199,3 +199,32 @@ func TestCreateGroupChatNamesTheFirstMissingUser(t *testing.T) {
 		}
 	}
 }
+
+// bigGroup is a chat of members whose read cursors are spread over its messages, and one of them.
+func bigGroup(members int) (chat, uuid.UUID) {
+	c := chat{ID: uuid.New(), Type: events.ChatGroup, LastSeq: int64(members),
+		Members: make(map[uuid.UUID]chatMember, members)}
+	var one uuid.UUID
+	for i := range members {
+		one = uuid.New()
+		c.Members[one] = chatMember{Role: events.ChatRoleMember, LastRead: int64(i)}
+	}
+	return c, one
+}
+
+// The feed counts read_by_count for every message frame it fans out, so in a big group counting must
+// not allocate per message.
+func TestReadByAllocatesNothing(t *testing.T) {
+	c, sender := bigGroup(1000)
+	if n := testing.AllocsPerRun(100, func() { c.readBy(500, sender) }); n != 0 {
+		t.Errorf("readBy allocates %v times per message", n)
+	}
+}
+
+func BenchmarkReadByBigGroup(b *testing.B) {
+	c, sender := bigGroup(1000)
+	b.ReportAllocs()
+	for b.Loop() {
+		c.readBy(500, sender)
+	}
+}

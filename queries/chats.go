@@ -1,7 +1,9 @@
 package queries
 
 import (
+	"iter"
 	"slices"
+	"sort"
 	"time"
 
 	"github.com/google/uuid"
@@ -45,9 +47,27 @@ type Message struct {
 	ReadByCount int64      `json:"read_by_count"`
 }
 
-// ReadCursors are a chat's members' read cursors (their last_read_seq), ready to give any number of
-// its messages their read_by_count: the one place that count is defined, for the read model's
-// answers and the write side's and the feed's alike.
+// CountReadBy is the definition of a message's read_by_count (API.md): among cursors, each member's
+// last_read_seq, the members other than its sender whose cursor reached seq. It walks the cursors
+// once, so the write side and the feed, which count one message at a time over a chat state's
+// members, pay nothing beyond the walk. It stays small enough to inline: a caller's iterator literal
+// then stays on the stack, and counting allocates nothing.
+func CountReadBy(cursors iter.Seq2[uuid.UUID, int64], seq int64, sender uuid.UUID) int64 {
+	var n int64
+	for user, cursor := range cursors {
+		if user != sender && hasRead(cursor, seq) {
+			n++
+		}
+	}
+	return n
+}
+
+// hasRead is the one test of whether a read cursor reached message seq: CountReadBy and
+// ReadCursors' binary search both rest on it.
+func hasRead(cursor, seq int64) bool { return cursor >= seq }
+
+// ReadCursors are a chat's members' read cursors, ready to count read_by_count for a page of its
+// messages faster than CountReadBy's walk per message; their counts must be equal.
 type ReadCursors struct {
 	byUser map[uuid.UUID]int64
 	// sorted are the cursors ascending: a message's count is a binary search, not a walk over a big
@@ -71,12 +91,11 @@ func (c ReadCursors) Has(user uuid.UUID) bool {
 	return ok
 }
 
-// ReadByCount is the read_by_count of a message (API.md): the members other than its sender whose
-// last_read_seq >= seq.
+// ReadByCount is CountReadBy(maps.All(byUser), seq, sender), found by binary search: the cursors that
+// reached seq are a suffix of sorted, less the sender's own if it is among them.
 func (c ReadCursors) ReadByCount(seq int64, sender uuid.UUID) int64 {
-	i, _ := slices.BinarySearch(c.sorted, seq) // first cursor >= seq
-	n := int64(len(c.sorted) - i)
-	if s, ok := c.byUser[sender]; ok && s >= seq {
+	n := int64(len(c.sorted) - sort.Search(len(c.sorted), func(i int) bool { return hasRead(c.sorted[i], seq) }))
+	if s, ok := c.byUser[sender]; ok && hasRead(s, seq) {
 		n--
 	}
 	return n

@@ -1,6 +1,8 @@
 package queries
 
 import (
+	"maps"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/google/uuid"
@@ -31,5 +33,37 @@ func TestReadByCountCountsOtherMembersWhoReachedTheMessage(t *testing.T) {
 	}
 	if got := NewReadCursors(nil).ReadByCount(1, ann); got != 0 || NewReadCursors(nil).Has(ann) {
 		t.Errorf("no members: ReadByCount %d", got)
+	}
+}
+
+// ReadCursors' binary search must answer what CountReadBy defines, whoever sends and wherever the
+// sender's own cursor stands against the message.
+func TestReadCursorsCountLikeCountReadBy(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for trial := range 500 {
+		byUser := make(map[uuid.UUID]int64)
+		members := make([]uuid.UUID, 0, 20)
+		for range r.IntN(20) {
+			id := uuid.New()
+			byUser[id] = r.Int64N(12)
+			members = append(members, id)
+		}
+		seq := 1 + r.Int64N(12)
+		senders := []uuid.UUID{uuid.New()} // not a member
+		if len(members) > 0 {
+			senders = append(senders, members[r.IntN(len(members))])
+		}
+		for _, sender := range senders {
+			for _, own := range []int64{seq - 1, seq, seq + 1} {
+				if _, ok := byUser[sender]; ok {
+					byUser[sender] = own
+				}
+				want := CountReadBy(maps.All(byUser), seq, sender)
+				if got := NewReadCursors(maps.Clone(byUser)).ReadByCount(seq, sender); got != want {
+					t.Fatalf("trial %d: %d members, seq %d, sender member %v at %d: ReadCursors %d, CountReadBy %d",
+						trial, len(byUser), seq, NewReadCursors(byUser).Has(sender), own, got, want)
+				}
+			}
+		}
 	}
 }

@@ -50,15 +50,19 @@ const (
 // op is the compact description of one route that the builder expands into an Operation with the
 // answers every route of its kind shares (400/413/415/422 for a body, 401, 403 for CSRF, ...).
 type op struct {
-	method, path         string
-	id, summary, tag     string
-	description          string
-	access               access
-	params               []Parameter
-	body                 *Schema
-	ok                   []answer
-	fails                []answer
-	security             []SecurityRequirement // overrides what access implies
+	method, path     string
+	id, summary, tag string
+	description      string
+	access           access
+	params           []Parameter
+	body             *Schema
+	ok               []answer
+	fails            []answer
+	security         []SecurityRequirement // overrides what access implies
+	// decidesOn names what the command loads to decide ("the chat"): its events may include one a
+	// newer binary wrote during a rolling deploy, which this one cannot read, and the command then
+	// answers 503 until a newer instance serves it.
+	decidesOn            string
 	noConsistencyHeaders bool
 	noValidation         bool // the body is not a command, so there is no 422
 }
@@ -184,6 +188,9 @@ func (b *specBuilder) add(o op) {
 		fails = append(fails, answer{status: 403, description: "Missing or wrong X-CSRF-Token (csrf)"})
 	}
 	fails = append(fails, o.fails...) // later entries win: an operation's own wording beats the generic one
+	if o.decidesOn != "" {
+		fails = append(fails, unreadable(o.decidesOn, fails))
+	}
 	for _, a := range fails {
 		operation.Responses[strconv.Itoa(a.status)] = problemResponse(a)
 	}
@@ -195,6 +202,20 @@ func (b *specBuilder) add(o op) {
 		b.doc.Paths[o.path] = item
 	}
 	item[strings.ToLower(o.method)] = operation
+}
+
+// unreadable is the 503 of a command whose aggregate holds an event this binary cannot read. A 503
+// the operation already documents has another cause (an open provider circuit), so both are named.
+func unreadable(what string, earlier []answer) answer {
+	a := answer{status: http.StatusServiceUnavailable, retryAfter: true,
+		description: what + " holds events a newer version of the service wrote (unavailable)"}
+	for _, e := range earlier {
+		if e.status == a.status {
+			a.description = e.description + ", or " + a.description
+		}
+	}
+	a.description = strings.ToUpper(a.description[:1]) + a.description[1:]
+	return a
 }
 
 func response(a answer) *Response {
@@ -566,6 +587,7 @@ func addUsersAndSessions(b *specBuilder) {
 			{status: 422, description: "Invalid email, password (8-128 chars) or display_name (1-64 chars)"},
 		}})
 	b.add(op{method: "POST", path: "/api/v1/sessions", id: "login", summary: "Log in", tag: tagSessions,
+		decidesOn:   "the account",
 		description: "Sets a new taki_session cookie (HttpOnly, SameSite=Lax) and returns the CSRF token.",
 		access:      public, body: ref("LoginRequest"),
 		ok: []answer{{status: 200, description: "Logged in", schema: ref("Session")}},
@@ -589,10 +611,10 @@ func addUsersAndSessions(b *specBuilder) {
 	b.add(op{method: "GET", path: "/api/v1/users/me", id: "getProfile", summary: "The caller's profile", tag: tagUsers,
 		ok: []answer{{status: 200, description: "Profile", schema: ref("Profile")}}})
 	b.add(op{method: "PATCH", path: "/api/v1/users/me", id: "updateProfile", summary: "Change the caller's profile",
-		tag: tagUsers, body: ref("UpdateProfile"),
+		tag: tagUsers, body: ref("UpdateProfile"), decidesOn: "the account",
 		ok: []answer{{status: 200, description: "Profile", schema: ref("Profile")}}})
 	b.add(op{method: "PUT", path: "/api/v1/users/me/password", id: "changePassword", summary: "Change the password",
-		tag: tagUsers, body: ref("ChangePassword"),
+		tag: tagUsers, body: ref("ChangePassword"), decidesOn: "the account",
 		description: "Revokes every other session and re-issues this one (new cookie and CSRF token).",
 		ok:          []answer{{status: 204, description: "Changed"}},
 		fails:       []answer{{status: 422, description: "Wrong current_password or invalid new_password (8-128 chars)"}}})
@@ -612,10 +634,8 @@ func addUsersAndSessions(b *specBuilder) {
 
 func addChatsAndMessages(b *specBuilder) {
 	notMember := answer{status: 404, description: "No such chat, or the caller is not a member (not-found)"}
-	// A change decides on the chat's events, which a newer binary may have written during a rolling deploy.
-	unreadable := answer{status: 503, description: "The chat holds events a newer version of the service wrote (unavailable)", retryAfter: true}
 	b.add(op{method: "POST", path: "/api/v1/chats", id: "createChat", summary: "Start a direct or group chat", tag: tagChats,
-		body: ref("CreateChatRequest"),
+		body: ref("CreateChatRequest"), decidesOn: "the direct chat or the other member's account",
 		ok: []answer{
 			{status: 201, description: "The new chat; the creator of a group is its admin", schema: ref("Chat")},
 			{status: 200, description: "The direct chat these two users already have", schema: ref("Chat")},
@@ -628,29 +648,29 @@ func addChatsAndMessages(b *specBuilder) {
 		ok:    []answer{{status: 200, description: "The chat", schema: ref("Chat")}},
 		fails: []answer{notMember}})
 	b.add(op{method: "PATCH", path: "/api/v1/chats/{id}", id: "renameChat", summary: "Rename a group", tag: tagChats,
-		body: ref("RenameChat"),
-		ok:   []answer{{status: 200, description: "The chat", schema: ref("Chat")}},
-		fails: []answer{notMember, unreadable,
+		body: ref("RenameChat"), decidesOn: "the chat",
+		ok: []answer{{status: 200, description: "The chat", schema: ref("Chat")}},
+		fails: []answer{notMember,
 			{status: 403, description: "Not a group admin (forbidden), or missing CSRF token (csrf)"}}})
 	b.add(op{method: "POST", path: "/api/v1/chats/{id}/members", id: "addChatMember", summary: "Add a member to a group",
-		tag: tagChats, body: ref("AddMember"),
+		tag: tagChats, body: ref("AddMember"), decidesOn: "the chat or the added user's account",
 		ok: []answer{{status: 204, description: "Added"}},
-		fails: []answer{notMember, unreadable,
+		fails: []answer{notMember,
 			{status: 403, description: "Not a group admin (forbidden), or missing CSRF token (csrf)"},
 			{status: 409, description: "Not a group chat (conflict)"}}})
 	b.add(op{method: "DELETE", path: "/api/v1/chats/{id}/members/{user_id}", id: "removeChatMember",
-		summary: "Remove a member, or leave", tag: tagChats,
+		summary: "Remove a member, or leave", tag: tagChats, decidesOn: "the chat",
 		ok: []answer{{status: 204, description: "Removed"}},
-		fails: []answer{notMember, unreadable,
+		fails: []answer{notMember,
 			{status: 403, description: "Neither a group admin nor the member itself (forbidden), or missing CSRF token (csrf)"},
 			{status: 409, description: "Not a group chat, or the group's only admin leaving while others remain (conflict)"}}})
 	b.add(op{method: "POST", path: "/api/v1/chats/{id}/messages", id: "sendMessage", summary: "Send a message",
-		tag: tagMessages, body: ref("SendMessage"),
+		tag: tagMessages, body: ref("SendMessage"), decidesOn: "the chat",
 		ok: []answer{
 			{status: 201, description: "The new message", schema: ref("Message")},
 			{status: 200, description: "The message first sent with this client_msg_id (replay)", schema: ref("Message")},
 		},
-		fails: []answer{notMember, unreadable, {status: 422, description: "Invalid text (1-4000 chars) or client_msg_id"}}})
+		fails: []answer{notMember, {status: 422, description: "Invalid text (1-4000 chars) or client_msg_id"}}})
 	seq := func(name, d string) Parameter {
 		return Parameter{Name: name, In: "query", Schema: nonNegative(), Description: d}
 	}
@@ -664,25 +684,26 @@ func addChatsAndMessages(b *specBuilder) {
 		ok:    []answer{{status: 200, description: "A page of messages", schema: ref("MessagePage")}},
 		fails: []answer{notMember}})
 	b.add(op{method: "PATCH", path: "/api/v1/chats/{id}/messages/{message_id}", id: "editMessage", summary: "Edit a message",
-		tag: tagMessages, body: ref("EditMessage"),
+		tag: tagMessages, body: ref("EditMessage"), decidesOn: "the chat",
 		ok: []answer{{status: 200, description: "The message", schema: ref("Message")}},
-		fails: []answer{notMember, unreadable,
+		fails: []answer{notMember,
 			{status: 403, description: "Not the sender (forbidden), or missing CSRF token (csrf)"}}})
 	b.add(op{method: "DELETE", path: "/api/v1/chats/{id}/messages/{message_id}", id: "deleteMessage",
-		summary: "Delete a message", tag: tagMessages,
+		summary: "Delete a message", tag: tagMessages, decidesOn: "the chat",
 		description: "The message stays in history with deleted: true and text \"\".",
 		ok:          []answer{{status: 204, description: "Deleted"}},
-		fails: []answer{notMember, unreadable,
+		fails: []answer{notMember,
 			{status: 403, description: "Neither the sender nor a group admin (forbidden), or missing CSRF token (csrf)"}}})
 	b.add(op{method: "POST", path: "/api/v1/chats/{id}/read", id: "markChatRead", summary: "Move the read cursor",
-		tag: tagMessages, description: "The cursor only moves forward.", body: ref("MarkRead"),
+		tag: tagMessages, description: "The cursor only moves forward.", body: ref("MarkRead"), decidesOn: "the chat",
 		ok:    []answer{{status: 204, description: "Done"}},
-		fails: []answer{notMember, unreadable}})
+		fails: []answer{notMember}})
 }
 
 func addPaymentsAndBilling(b *specBuilder) {
 	b.add(op{method: "POST", path: "/api/v1/payments", id: "createPayment", summary: "Pay", tag: tagPayments,
-		body: ref("CreatePayment"), params: []Parameter{idempotencyKeyParam()},
+		decidesOn: "the payment first requested with this Idempotency-Key",
+		body:      ref("CreatePayment"), params: []Parameter{idempotencyKeyParam()},
 		ok: []answer{{status: 201, description: "The payment; its status may still be pending", schema: ref("Payment")}},
 		fails: []answer{
 			{status: 422, description: "Invalid fields (validation), or the Idempotency-Key was used with another body (idempotency-key-reused)"},
@@ -695,7 +716,8 @@ func addPaymentsAndBilling(b *specBuilder) {
 		ok:    []answer{{status: 200, description: "The payment", schema: ref("Payment")}},
 		fails: []answer{{status: 404, description: "No such payment of the caller (not-found)"}}})
 	b.add(op{method: "POST", path: "/api/v1/payments/{id}/refunds", id: "createRefund", summary: "Refund a payment",
-		tag: tagPayments, body: ref("CreateRefund"), params: []Parameter{idempotencyKeyParam()},
+		decidesOn: "the payment",
+		tag:       tagPayments, body: ref("CreateRefund"), params: []Parameter{idempotencyKeyParam()},
 		ok: []answer{{status: 201, description: "The refund", schema: ref("Refund")}},
 		fails: []answer{
 			{status: 404, description: "No such payment of the caller (not-found)"},
@@ -707,7 +729,8 @@ func addPaymentsAndBilling(b *specBuilder) {
 		tag: tagBilling,
 		ok:  []answer{{status: 200, description: "The summary", schema: ref("BillingSummary")}}})
 	b.add(op{method: "POST", path: "/api/v1/provider-webhooks/square", id: "squareWebhook",
-		summary: "Square webhook", tag: tagWebhooks, access: public, noValidation: true, noConsistencyHeaders: true,
+		decidesOn: "the payment",
+		summary:   "Square webhook", tag: tagWebhooks, access: public, noValidation: true, noConsistencyHeaders: true,
 		description: "Authenticated by x-square-hmacsha256-signature (base64 HMAC-SHA256 over the notification URL " +
 			"and the body). An event_id seen before is acknowledged and ignored.",
 		params: []Parameter{{Name: "x-square-hmacsha256-signature", In: "header", Required: true, Schema: str(),
