@@ -68,9 +68,6 @@ type FeedConfig struct {
 	CacheSize int
 	// ChatWait bounds the wait for the chats read model (default DefaultFeedChatWait).
 	ChatWait time.Duration
-	// ResyncEvery spaces out the resync_required of a stream stuck on an event this binary cannot
-	// read (default DefaultFeedResyncEvery; see Unreadable).
-	ResyncEvery time.Duration
 	// Present, if set, limits frames to the users it accepts: those with a socket on this instance.
 	// The fold still sees every event; only frames nobody here would get are not built (a chat.*
 	// frame costs a read-model wait and query).
@@ -87,9 +84,6 @@ type Feed struct {
 	cfg  FeedConfig
 	only uuid.UUID // uuid.Nil: every user
 
-	allMu   sync.Mutex
-	allTold time.Time // when everyone was last told to resync (Unreadable)
-
 	chatStates *feedStates[chat]
 	// The payments' states, bounded by the same CacheSize.
 	paymentStates *feedStates[payment]
@@ -104,10 +98,9 @@ type feedStates[S any] struct {
 
 	mu     sync.Mutex
 	states *lru[uuid.UUID, feedState[S]]
-	// stuck are the streams holding an event this binary cannot read, with when their possible
-	// recipients were last told to resync (Feed.Unreadable): no later event of theirs can be folded,
-	// so fold fails at once instead of loading the stream again for each.
-	stuck *lru[uuid.UUID, time.Time]
+	// stuck are the streams holding an event this binary cannot read (Feed.Unreadable): no later
+	// event of theirs can be folded, so fold fails at once instead of loading the stream again for each.
+	stuck *lru[uuid.UUID, struct{}]
 }
 
 type feedState[S any] struct {
@@ -117,7 +110,7 @@ type feedState[S any] struct {
 
 func newFeedStates[S any](agg aggregate[S], log StreamReader, size int) *feedStates[S] {
 	return &feedStates[S]{agg: agg, log: log, states: newLRU[uuid.UUID, feedState[S]](size),
-		stuck: newLRU[uuid.UUID, time.Time](size)}
+		stuck: newLRU[uuid.UUID, struct{}](size)}
 }
 
 func (c *feedStates[S]) get(id uuid.UUID) (feedState[S], bool) {
@@ -180,11 +173,8 @@ func NewFeed(cfg FeedConfig) (*Feed, error) {
 	if cfg.ChatWait == 0 {
 		cfg.ChatWait = DefaultFeedChatWait
 	}
-	if cfg.ResyncEvery == 0 {
-		cfg.ResyncEvery = DefaultFeedResyncEvery
-	}
-	if cfg.CacheSize < 1 || cfg.ChatWait < 0 || cfg.ResyncEvery < 0 {
-		return nil, errors.New("new feed: cache size, chat wait and resync spacing must be positive")
+	if cfg.CacheSize < 1 || cfg.ChatWait < 0 {
+		return nil, errors.New("new feed: cache size and chat wait must be positive")
 	}
 	return newFeed(cfg, uuid.Nil), nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"testing"
-	"time"
 
 	"github.com/google/uuid"
 
@@ -25,15 +24,6 @@ func (l *memLog) addUnreadable(stream uuid.UUID, streamType string) events.Envel
 	return env
 }
 
-func (e *feedEnv) withResyncEvery(d time.Duration) *Feed {
-	e.t.Helper()
-	f, err := NewFeed(FeedConfig{Log: e.log, Chats: e.views, Waiter: e.waiter, ResyncEvery: d})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return f
-}
-
 func wantTold(t *testing.T, what string, to []uuid.UUID, all bool, want ...uuid.UUID) {
 	t.Helper()
 	if all || !sameUsers(to, want) {
@@ -41,13 +31,12 @@ func wantTold(t *testing.T, what string, to []uuid.UUID, all bool, want ...uuid.
 	}
 }
 
-// A chat stuck on an event this binary cannot read: its members as of the event before are told,
-// once per ResyncEvery; its later events fail at once, without loading the stream again for each.
-func TestFeedUnreadableChatEventTellsItsMembersOnce(t *testing.T) {
+// A chat stuck on an event this binary cannot read: its members as of the event before are told, for
+// it and for each later event, which fails at once, without loading the stream again.
+func TestFeedUnreadableChatEventTellsItsMembers(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	e := newFeedEnv(t, 100)
-	e.feed = e.withResyncEvery(time.Hour)
 	e.frames(e.created())
 	e.frames(e.sent(e.a))
 	bad := e.log.addUnreadable(e.chatID, events.StreamChat)
@@ -64,11 +53,11 @@ func TestFeedUnreadableChatEventTellsItsMembersOnce(t *testing.T) {
 		t.Fatalf("the stuck chat was loaded %d more times", n-loads)
 	}
 	to, all = e.feed.Unreadable(ctx, later)
-	wantTold(t, "a later event within ResyncEvery", to, all)
+	wantTold(t, "a later event", to, all, e.a, e.b, e.c)
 }
 
-// Told each time (ResyncEvery tiny): a chat the feed does not hold is loaded up to the event before,
-// a member that a later event adds is told too, and a user's own feed tells only that user.
+// A chat the feed does not hold is loaded up to the event before; a member that a later event adds is
+// told too; a user's own feed tells only that user; a chat whose first event is unreadable, everyone.
 func TestFeedUnreadableRecipients(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -77,7 +66,10 @@ func TestFeedUnreadableRecipients(t *testing.T) {
 	e.sent(e.a)
 	bad := e.log.addUnreadable(e.chatID, events.StreamChat)
 
-	f := e.withResyncEvery(time.Nanosecond)
+	f, err := NewFeed(FeedConfig{Log: e.log, Chats: e.views, Waiter: e.waiter})
+	if err != nil {
+		t.Fatal(err)
+	}
 	to, all := f.Unreadable(ctx, bad) // not held: loaded up to the event before
 	wantTold(t, "a chat not held", to, all, e.a, e.b, e.c)
 	added := e.log.add(e.chatID, events.ChatMemberAdded{ChatID: e.chatID, UserID: e.d, Role: events.ChatRoleMember, AddedBy: e.a})
@@ -89,22 +81,25 @@ func TestFeedUnreadableRecipients(t *testing.T) {
 
 	to, all = f.ForUser(e.b, 10).Unreadable(ctx, bad)
 	wantTold(t, "b's own feed", to, all, e.b)
+	// d's own feed cannot load the chat before d's addition (it is stuck): d may be concerned.
+	if _, all := f.ForUser(e.d, 10).Unreadable(ctx, added); !all {
+		t.Fatal("d's own feed, for d's addition: want d told")
+	}
 	to, all = f.ForUser(uuid.New(), 10).Unreadable(ctx, bad)
 	wantTold(t, "a stranger's own feed", to, all)
 
-	// A payment's owner; nobody for a user stream (it makes no frames); everyone, once per
-	// ResyncEvery, for a stream the feed cannot place.
+	if _, all := f.Unreadable(ctx, e.log.addUnreadable(uuid.New(), events.StreamChat)); !all {
+		t.Fatal("a chat whose first event is unreadable: want everyone told")
+	}
+	// A payment's owner; nobody for a user stream (it makes no frames); everyone for a stream the
+	// feed cannot place.
 	payment, owner := uuid.New(), uuid.New()
 	e.log.add(payment, events.PaymentRequested{PaymentID: payment, UserID: owner, AmountMinor: 100, Currency: "USD"})
 	to, all = f.Unreadable(ctx, e.log.addUnreadable(payment, events.StreamPayment))
 	wantTold(t, "a payment", to, all, owner)
 	to, all = f.Unreadable(ctx, e.log.addUnreadable(e.a, events.StreamUser))
 	wantTold(t, "a user stream", to, all)
-	slow := e.withResyncEvery(time.Hour)
-	if _, all := slow.Unreadable(ctx, e.log.addUnreadable(uuid.New(), "poll")); !all {
+	if _, all := f.Unreadable(ctx, e.log.addUnreadable(uuid.New(), "poll")); !all {
 		t.Fatal("a stream of an unknown type: want everyone told")
-	}
-	if to, all := slow.Unreadable(ctx, e.log.addUnreadable(uuid.New(), "poll")); all || len(to) > 0 {
-		t.Fatal("another one within ResyncEvery: want nobody told again")
 	}
 }

@@ -72,15 +72,15 @@ func (*Chats) Apply(b *pgx.Batch, e events.Envelope) error {
 		// chat's and its sender's (for whom it is not unread: unreadSQL), whatever the chat's size. The
 		// message row needs its chat, as in ApplyAll.
 		b.Queue(`WITH msg AS (
-				INSERT INTO chat_messages (chat_id, seq, id, sender_id, text, client_msg_id, sent_at)
-				SELECT $1, $2, $3, $4, $5, NULLIF($6, ''), $7 FROM chats WHERE id = $1 AND last_seq < $2
+				INSERT INTO chat_messages (chat_id, seq, id, sender_id, text, client_msg_id, sent_at, format)
+				SELECT $1, $2, $3, $4, $5, NULLIF($6, ''), $7, $8 FROM chats WHERE id = $1 AND last_seq < $2
 				ON CONFLICT DO NOTHING),
 			c AS (
 				UPDATE chats SET last_seq = $2, last_activity_at = GREATEST(last_activity_at, $7)
 				WHERE id = $1 AND last_seq < $2 RETURNING id)
 			UPDATE chat_members m SET excluded_count = m.excluded_count + 1
 			FROM c WHERE m.chat_id = c.id AND m.user_id = $4 AND m.last_read_seq < $2`,
-			ev.ChatID, ev.Seq, ev.MessageID, ev.SenderID, ev.Text, ev.ClientMsgID, ev.SentAt)
+			ev.ChatID, ev.Seq, ev.MessageID, ev.SenderID, ev.Text, ev.ClientMsgID, ev.SentAt, ev.Format)
 	case events.MessageEdited:
 		b.Queue(`UPDATE chat_messages SET text = $3, edited_at = $4
 			WHERE chat_id = $1 AND seq = $2 AND NOT deleted`, ev.ChatID, ev.Seq, ev.Text, ev.EditedAt)
@@ -179,18 +179,19 @@ func queueSentRun(b *pgx.Batch, run []events.MessageSent) {
 	// driver.Valuer string, which made encoding these arrays cost more than decoding the events.
 	chats, ids, senders := make([][16]byte, n), make([][16]byte, n), make([][16]byte, n)
 	seqs, texts, clients, sent := make([]int64, n), make([]string, n), make([]string, n), make([]time.Time, n)
+	formats := make([]string, n)
 	for i, m := range run {
 		chats[i], seqs[i], ids[i], senders[i] = m.ChatID, m.Seq, m.MessageID, m.SenderID
-		texts[i], clients[i], sent[i] = m.Text, m.ClientMsgID, m.SentAt
+		texts[i], clients[i], sent[i], formats[i] = m.Text, m.ClientMsgID, m.SentAt, m.Format
 	}
 	// A message past its chat's last_seq has not been applied yet: the chat's last_seq moves with each
 	// message in the same transaction. That guard, instead of ON CONFLICT, keeps a re-application a
 	// no-op at a sixth of a replay's time less.
-	b.Queue(`INSERT INTO chat_messages (chat_id, seq, id, sender_id, text, client_msg_id, sent_at)
-		SELECT r.chat_id, r.seq, r.id, r.sender_id, r.text, NULLIF(r.client_msg_id, ''), r.sent_at
-		FROM unnest($1::uuid[], $2::bigint[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::timestamptz[])
-			AS r (chat_id, seq, id, sender_id, text, client_msg_id, sent_at)
-		JOIN chats c ON c.id = r.chat_id AND r.seq > c.last_seq`, chats, seqs, ids, senders, texts, clients, sent)
+	b.Queue(`INSERT INTO chat_messages (chat_id, seq, id, sender_id, text, client_msg_id, sent_at, format)
+		SELECT r.chat_id, r.seq, r.id, r.sender_id, r.text, NULLIF(r.client_msg_id, ''), r.sent_at, r.format
+		FROM unnest($1::uuid[], $2::bigint[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::timestamptz[], $8::text[])
+			AS r (chat_id, seq, id, sender_id, text, client_msg_id, sent_at, format)
+		JOIN chats c ON c.id = r.chat_id AND r.seq > c.last_seq`, chats, seqs, ids, senders, texts, clients, sent, formats)
 	// fresh are the run's messages past their chat's last_seq as the statement starts (the insert above
 	// does not move it); both updates see that same snapshot.
 	b.Queue(`WITH run AS (

@@ -600,9 +600,9 @@ func TestChatsQueriesUseIndexes(t *testing.T) {
 		`INSERT INTO chat_members (chat_id, user_id, role, last_read_seq, excluded_count)
 			SELECT md5('c' || i)::uuid, md5('u' || ((i + j * 200) % 1000))::uuid, 'member', j, 0
 			FROM generate_series(0, 19999) i, generate_series(0, 4) j`,
-		`INSERT INTO chat_messages (chat_id, seq, id, sender_id, text, sent_at)
+		`INSERT INTO chat_messages (chat_id, seq, id, sender_id, text, sent_at, format)
 			SELECT md5('c' || i)::uuid, s, gen_random_uuid(), md5('u' || (i % 1000))::uuid, repeat('x', 40),
-				now() - i * interval '1 minute'
+				now() - i * interval '1 minute', 'plain'
 			FROM generate_series(0, 19999) i, generate_series(1, CASE i WHEN 7 THEN 5000 ELSE 5 END) s`,
 		`ANALYZE chats`, `ANALYZE chat_members`, `ANALYZE chat_messages`,
 	} {

@@ -116,8 +116,9 @@ func (f *Fanout) framesOf(ctx context.Context, env events.Envelope) ([]handlers.
 // an event of a stream stuck on one, which cannot be folded past it. No frame can be built for it, so
 // everyone who may have had one (the feed's guess: the chat's members, a payment's owner, else every
 // socket here) gets resync_required at its position, in order with the event frames: they reload
-// their state through the API, and a later ?since= starts past it. The feed spaces out the resyncs of
-// a stuck stream. The tail calls it for events it cannot decode, Deliver for events it cannot fold.
+// their state through the API, and a later ?since= starts past it. A socket skips a resync_required
+// right after another (Hub.SendResync), so a stuck stream's later events do not make its clients
+// reload for each. The tail calls it for events it cannot decode, Deliver for events it cannot fold.
 func (f *Fanout) Unreadable(ctx context.Context, env events.Envelope, err error) {
 	f.unreadable.Inc()
 	f.events.Inc()
@@ -126,19 +127,13 @@ func (f *Fanout) Unreadable(ctx context.Context, env events.Envelope, err error)
 		slog.String("stream_type", env.StreamType), slog.String("stream_id", env.StreamID.String()),
 		slog.String("position", env.Position.String()), slog.String("error", err.Error())}
 	if !all && len(to) == 0 {
-		f.log.DebugContext(ctx, "websocket fan-out cannot deliver an event; nobody left to tell", attrs...)
+		f.log.DebugContext(ctx, "websocket fan-out cannot deliver an event; nobody could have had a frame of it", attrs...)
 		return
 	}
-	b, encErr := EncodeFrame(ServerFrame{Type: TypeResyncRequired, Position: env.Position.String()})
+	sockets, encErr := f.hub.SendResync(to, all, env.Position)
 	if encErr != nil {
 		f.log.ErrorContext(ctx, "websocket frame not encoded", slog.String("error", encErr.Error()))
 		return
-	}
-	var sockets int
-	if all {
-		sockets = f.hub.SendEventToAll(env.Position, b)
-	} else {
-		sockets = f.hub.SendEvent(to, env.Position, b)
 	}
 	f.log.ErrorContext(ctx, "websocket fan-out cannot deliver an event; its possible recipients were sent resync_required",
 		append(attrs, slog.Int("sockets", sockets))...)

@@ -254,23 +254,35 @@ func (h *Hub) SendEvent(userIDs []uuid.UUID, pos events.Position, frame []byte) 
 	return n
 }
 
-// SendEventToAll is SendEvent to every socket open on this instance.
-func (h *Hub) SendEventToAll(pos events.Position, frame []byte) int {
-	h.mu.RLock()
-	targets := make([]*Client, 0, h.sockets)
-	for _, socks := range h.users {
-		for _, c := range socks {
-			targets = append(targets, c)
-		}
+// SendResync queues resync_required at pos, the position of an event whose frames could not be built
+// (Fanout.Unreadable), on every open socket of the given users, or of everyone when all is set, in
+// order with the event frames. A socket whose last frame was a resync_required already skips it. It
+// returns how many sockets took it.
+func (h *Hub) SendResync(userIDs []uuid.UUID, all bool, pos events.Position) (int, error) {
+	frame, err := EncodeFrame(ServerFrame{Type: TypeResyncRequired, Position: pos.String()})
+	if err != nil {
+		return 0, err
 	}
-	h.mu.RUnlock()
+	var targets []*Client
+	if all {
+		h.mu.RLock()
+		targets = make([]*Client, 0, h.sockets)
+		for _, socks := range h.users {
+			for _, c := range socks {
+				targets = append(targets, c)
+			}
+		}
+		h.mu.RUnlock()
+	} else {
+		targets = h.clientsOf(userIDs, nil)
+	}
 	n := 0
 	for _, c := range targets {
-		if c.sendEvent(pos, frame) == nil {
+		if c.sendResync(pos, frame) == nil {
 			n++
 		}
 	}
-	return n
+	return n, nil
 }
 
 // Connected reports whether the user has a socket open on this instance.
