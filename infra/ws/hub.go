@@ -263,21 +263,8 @@ func (h *Hub) SendResync(userIDs []uuid.UUID, all bool, pos events.Position) (in
 	if err != nil {
 		return 0, err
 	}
-	var targets []*Client
-	if all {
-		h.mu.RLock()
-		targets = make([]*Client, 0, h.sockets)
-		for _, socks := range h.users {
-			for _, c := range socks {
-				targets = append(targets, c)
-			}
-		}
-		h.mu.RUnlock()
-	} else {
-		targets = h.clientsOf(userIDs, nil)
-	}
 	n := 0
-	for _, c := range targets {
+	for _, c := range h.socketsOf(userIDs, all) {
 		if c.sendResync(pos, frame) == nil {
 			n++
 		}
@@ -317,6 +304,22 @@ func (h *Hub) clientsOf(userIDs []uuid.UUID, targets []*Client) []*Client {
 	}
 	h.mu.RUnlock()
 	return targets
+}
+
+// socketsOf returns the open sockets of the given users, or every open socket when all is set.
+func (h *Hub) socketsOf(userIDs []uuid.UUID, all bool) []*Client {
+	if !all {
+		return h.clientsOf(userIDs, nil)
+	}
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	out := make([]*Client, 0, h.sockets)
+	for _, set := range h.users {
+		for _, c := range set {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // Sockets returns how many sockets are open on this instance.

@@ -114,19 +114,7 @@ func (h *Hub) runSessionChecks(ctx context.Context) {
 // longer live: one LiveSessions query per checkBatch distinct session ids. A query that fails leaves
 // its sockets open until the next check; it is logged.
 func (h *Hub) checkSessions(ctx context.Context, users []uuid.UUID, all bool) {
-	var clients []*Client
-	if all {
-		h.mu.RLock()
-		clients = make([]*Client, 0, h.sockets)
-		for _, set := range h.users {
-			for _, c := range set {
-				clients = append(clients, c)
-			}
-		}
-		h.mu.RUnlock()
-	} else {
-		clients = h.clientsOf(users, nil)
-	}
+	clients := h.socketsOf(users, all)
 	if len(clients) == 0 {
 		return
 	}
