@@ -15,24 +15,30 @@ import (
 // type, a stream it cannot load, one whose first event is the unreadable one): then anyone may have.
 //
 // Chat events go to the chat's members as of the event before (folded here, or loaded up to it), and
-// to a member an event adds; payment events to the owner. User streams make no frames, so nobody
-// missed one. The sockets themselves skip a resync_required that follows another with no event frame
-// between (Hub.SendResync), so a stuck chat's later events do not make clients reload for each.
+// to those a readable event adds, who stay in the chat's kept state for its later events; payment
+// events go to the owner. User streams make no frames, so nobody missed one. Every such event is
+// told: a client may have reloaded since the last resync_required, so none may be skipped.
 func (f *Feed) Unreadable(ctx context.Context, env events.Envelope) (to []uuid.UUID, all bool) {
 	switch env.StreamType {
 	case events.StreamUser:
 		return nil, false
 	case events.StreamChat:
 		f.chatStates.markStuck(env.StreamID)
-		c, ok := f.chatStates.before(ctx, env)
+		before, ok := f.chatStates.before(ctx, env)
 		if !ok {
 			return nil, true
 		}
-		for id := range c.Members {
+		// A readable event of a stuck chat still says who joins or leaves it: kept, so that a member
+		// it adds is told of the chat's later events too.
+		after := evolveChat(before, env)
+		f.chatStates.keep(env.StreamID, after)
+		for id := range after.Members {
 			to = append(to, id)
 		}
-		if added, ok := env.Data.(events.ChatMemberAdded); ok && !slices.Contains(to, added.UserID) {
-			to = append(to, added.UserID)
+		for id := range before.Members {
+			if _, still := after.Members[id]; !still {
+				to = append(to, id)
+			}
 		}
 	case events.StreamPayment:
 		f.paymentStates.markStuck(env.StreamID)
@@ -58,6 +64,14 @@ func (c *feedStates[S]) markStuck(id uuid.UUID) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.stuck.put(id, struct{}{})
+}
+
+// keep replaces the state kept for a stuck stream, at the version it was kept.
+func (c *feedStates[S]) keep(id uuid.UUID, state S) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st, _ := c.states.peek(id)
+	c.states.put(id, feedState[S]{version: st.version, state: state})
 }
 
 // before is the stream's state just before env: as folded here, or loaded from the log up to there.

@@ -78,6 +78,11 @@ func TestFeedUnreadableRecipients(t *testing.T) {
 	}
 	to, all = f.Unreadable(ctx, added)
 	wantTold(t, "a member added after it", to, all, e.a, e.b, e.c, e.d)
+	removed := e.log.add(e.chatID, events.ChatMemberRemoved{ChatID: e.chatID, UserID: e.c, RemovedBy: e.a})
+	to, all = f.Unreadable(ctx, removed)
+	wantTold(t, "a member removed after it, with the one added before", to, all, e.a, e.b, e.c, e.d)
+	to, all = f.Unreadable(ctx, e.sent(e.b))
+	wantTold(t, "a message after both", to, all, e.a, e.b, e.d)
 
 	to, all = f.ForUser(e.b, 10).Unreadable(ctx, bad)
 	wantTold(t, "b's own feed", to, all, e.b)

@@ -116,9 +116,8 @@ func (f *Fanout) framesOf(ctx context.Context, env events.Envelope) ([]handlers.
 // an event of a stream stuck on one, which cannot be folded past it. No frame can be built for it, so
 // everyone who may have had one (the feed's guess: the chat's members, a payment's owner, else every
 // socket here) gets resync_required at its position, in order with the event frames: they reload
-// their state through the API, and a later ?since= starts past it. A socket skips a resync_required
-// right after another (Hub.SendResync), so a stuck stream's later events do not make its clients
-// reload for each. The tail calls it for events it cannot decode, Deliver for events it cannot fold.
+// their state through the API, and a later ?since= starts past it. The tail calls it for events it
+// cannot decode, Deliver for events it cannot fold.
 func (f *Fanout) Unreadable(ctx context.Context, env events.Envelope, err error) {
 	f.unreadable.Inc()
 	f.events.Inc()

@@ -255,9 +255,8 @@ func (h *Hub) SendEvent(userIDs []uuid.UUID, pos events.Position, frame []byte) 
 }
 
 // SendResync queues resync_required at pos, the position of an event whose frames could not be built
-// (Fanout.Unreadable), on every open socket of the given users, or of everyone when all is set, in
-// order with the event frames. A socket whose last frame was a resync_required already skips it. It
-// returns how many sockets took it.
+// (Fanout.Unreadable), on every open socket of the given users, or of everyone when all is set, as
+// SendEvent queues an event frame. It returns how many sockets took it.
 func (h *Hub) SendResync(userIDs []uuid.UUID, all bool, pos events.Position) (int, error) {
 	frame, err := EncodeFrame(ServerFrame{Type: TypeResyncRequired, Position: pos.String()})
 	if err != nil {
@@ -265,7 +264,7 @@ func (h *Hub) SendResync(userIDs []uuid.UUID, all bool, pos events.Position) (in
 	}
 	n := 0
 	for _, c := range h.socketsOf(userIDs, all) {
-		if c.sendResync(pos, frame) == nil {
+		if c.sendEvent(pos, frame) == nil {
 			n++
 		}
 	}

@@ -117,15 +117,11 @@ type eventStream struct {
 	recovering bool
 	overflowed bool // held frames were dropped: the recovery reads on
 	held       []heldFrame
-	// resynced: the last frame sent was resync_required. Another one before any event frame would
-	// only make the client reload twice (sendResync skips it).
-	resynced bool
 }
 
 type heldFrame struct {
-	pos    events.Position
-	frame  []byte
-	resync bool
+	pos   events.Position
+	frame []byte
 }
 
 func (s *eventStream) beginRecovery(since events.Position) {
@@ -143,50 +139,22 @@ func (c *Client) sendEvent(pos events.Position, frame []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.recovering {
-		s.hold(heldFrame{pos: pos, frame: frame})
+		switch {
+		case s.overflowed:
+		case len(s.held) == maxHeldFrames:
+			clear(s.held)
+			s.held = nil
+			s.overflowed = true
+		default:
+			s.held = append(s.held, heldFrame{pos: pos, frame: frame})
+		}
 		return nil
 	}
 	if !s.last.Less(pos) {
 		return errAlreadySent
 	}
 	s.last = pos // sent, or the socket is closing: either way nothing is sent at pos again
-	s.resynced = false
 	return c.Send(frame)
-}
-
-// sendResync is the live path of a resync_required at pos (Fanout.Unreadable): in order with the event
-// frames, and not at all right after another one.
-func (c *Client) sendResync(pos events.Position, frame []byte) error {
-	s := &c.stream
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.recovering {
-		s.hold(heldFrame{pos: pos, frame: frame, resync: true})
-		return nil
-	}
-	if !s.last.Less(pos) {
-		return errAlreadySent
-	}
-	s.last = pos
-	if s.resynced {
-		return nil
-	}
-	s.resynced = true
-	return c.Send(frame)
-}
-
-// hold keeps a live frame of a recovering socket (under s.mu), or, past maxHeldFrames, drops them all
-// and lets the recovery read them from the log.
-func (s *eventStream) hold(f heldFrame) {
-	switch {
-	case s.overflowed:
-	case len(s.held) == maxHeldFrames:
-		clear(s.held)
-		s.held = nil
-		s.overflowed = true
-	default:
-		s.held = append(s.held, f)
-	}
 }
 
 // sendReplayed is the recovery's path of one event frame.
@@ -198,7 +166,6 @@ func (c *Client) sendReplayed(pos events.Position, frame []byte) error {
 		return nil
 	}
 	s.last = pos
-	s.resynced = false
 	return c.Send(frame)
 }
 
@@ -230,10 +197,6 @@ func (c *Client) releaseHeld(ctx context.Context) (live bool, err error) {
 				continue
 			}
 			s.last = f.pos
-			if f.resync && s.resynced {
-				continue
-			}
-			s.resynced = f.resync
 			if err := c.Send(f.frame); err != nil {
 				s.mu.Unlock()
 				return false, err
@@ -390,9 +353,6 @@ func (c *Client) resync(ctx context.Context, fromScratch bool) error {
 		if err := c.SendFrame(ServerFrame{Type: TypeResyncRequired}); err != nil {
 			return err
 		}
-		c.stream.mu.Lock()
-		c.stream.resynced = true
-		c.stream.mu.Unlock()
 		live, err := c.releaseHeld(ctx)
 		if err != nil || live {
 			return err
