@@ -786,11 +786,14 @@ func addOperations(b *specBuilder) {
 		ok:     []answer{{status: 200, description: "OpenAPI 3.1 document", schema: ref("OpenAPIDocument")}}})
 	b.add(op{method: "GET", path: "/ws", id: "websocket", summary: "Open a WebSocket", tag: tagRealtime,
 		description: "Identified by ?token= (from POST /api/v1/ws-tokens), or by the session cookie when the Origin " +
-			"is allowed. Frames are described in API.md, Real time.",
+			"is allowed. Frames are described in API.md, Real time. resync_required also arrives mid-stream, with " +
+			"the position of an event this server cannot deliver (one a newer version wrote, during a rolling " +
+			"deploy): reload through the API; live frames follow, and ?since= may resume from that position.",
 		security: []SecurityRequirement{{schemeWSToken: {}}, {schemeSession: {}}},
 		params: []Parameter{
 			{Name: "since", In: "query", Schema: str(),
-				Description: "Last position seen: replay every later event first, then live ones"},
+				Description: "Last position seen: replay every later event first, then live ones; one that cannot " +
+					"be served gets resync_required first"},
 		},
 		ok: []answer{{status: 101, description: "Switching to the WebSocket protocol"}},
 		fails: []answer{
