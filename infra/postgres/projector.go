@@ -139,12 +139,13 @@ func (s *projectionState) failed(err error) {
 	s.backoff = true
 }
 
-func (s *projectionState) takeFailure() bool {
+// takeFailure reports whether a message failed in the last batch, and why.
+func (s *projectionState) takeFailure() (string, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	b := s.backoff
 	s.backoff = false
-	return b
+	return s.lastErr, b
 }
 
 func newProjectionState() *projectionState {
@@ -391,11 +392,15 @@ const (
 )
 
 func (b *wakeBackoff) HandleError(_ watermill.LoggerAdapter, noMsg bool, err error) time.Duration {
-	if b.state.takeFailure() {
+	if why, failed := b.state.takeFailure(); failed {
 		// A message failed and its batch committed only what came before it: retry it after a pause
-		// rather than in a hot loop.
+		// rather than in a hot loop. Said at every retry: the projection stands still until it
+		// passes (a read model's constraint, a schema an older binary does not know).
 		b.failures++
-		return min(time.Duration(b.failures)*100*time.Millisecond, 5*time.Second)
+		wait := min(time.Duration(b.failures)*100*time.Millisecond, 5*time.Second)
+		b.logger.Error("projection cannot apply an event; it will retry", slog.String("projection", b.name),
+			slog.String("err", why), slog.Duration("retry_in", wait))
+		return wait
 	}
 	if err != nil {
 		select {

@@ -3,8 +3,10 @@ package postgres_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,6 +18,7 @@ import (
 
 	"taki/events"
 	"taki/infra/logging"
+	"taki/infra/logging/logtest"
 	. "taki/infra/postgres"
 	"taki/infra/postgres/pgtest"
 )
@@ -64,10 +67,16 @@ type runningProjector struct {
 
 func startProjector(t *testing.T, pool *pgxpool.Pool, url string, batch int, poll time.Duration, hook func(*Projector), projs ...Projection) *runningProjector {
 	t.Helper()
+	return startProjectorLogged(t, pool, url, batch, poll, logging.Discard(), hook, projs...)
+}
+
+func startProjectorLogged(t *testing.T, pool *pgxpool.Pool, url string, batch int, poll time.Duration, logger *slog.Logger,
+	hook func(*Projector), projs ...Projection) *runningProjector {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	n := NewNotifier(url, logging.Discard())
 	go n.Run(ctx)
-	p, err := NewProjector(pool, events.NewRegistry(), n, ProjectorConfig{BatchSize: batch, PollInterval: poll, ResendInterval: time.Millisecond, Logger: logging.Discard()}, projs...)
+	p, err := NewProjector(pool, events.NewRegistry(), n, ProjectorConfig{BatchSize: batch, PollInterval: poll, ResendInterval: time.Millisecond, Logger: logger}, projs...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,12 +234,23 @@ func TestProjectorFailedMessageWritesAreUndone(t *testing.T) {
 		}
 		last = pos
 	}
-	p := startProjector(t, pool, url, 100, time.Hour, nil, rec)
+	var logs logtest.Buffer
+	p := startProjectorLogged(t, pool, url, 100, time.Hour, slog.New(slog.NewJSONHandler(&logs, nil)), nil, rec)
 	waitAll(t, p.Projector, "a", []events.Position{last})
 	if rec.failOnce.Load() != 0 {
 		t.Fatal("the failure was never injected")
 	}
 	assertExactlyOnceInOrder(t, pool, "a", []uuid.UUID{stream}, 10)
+	// The failure is said, with why: a projection standing still must show in the logs.
+	said := false
+	for _, l := range logs.Lines(t) {
+		if l["level"] == "ERROR" && l["projection"] == "a" && strings.Contains(fmt.Sprint(l["err"]), "division by zero") {
+			said = true
+		}
+	}
+	if !said {
+		t.Fatalf("no error line for the failed message in:\n%s", logs.String())
+	}
 }
 
 func TestProjectorCrashBetweenWriteAndAckLosesNothing(t *testing.T) {
