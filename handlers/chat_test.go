@@ -57,14 +57,7 @@ func TestChatLoadsALogHoldingMessageSentV1(t *testing.T) {
 		t.Fatalf("chat loaded at version %d with last seq %d, want 4 and 3", c.version, c.state.LastSeq)
 	}
 
-	store, err := NewStore(log, 100, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmds, err := NewChatCommands(store, log, noMessages{}, noTyping{}, time.Now)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, cmds := chatCommandsOn(t, log)
 	sent, err := (SendMessageHandler{cmds}).Handle(ctx, commands.SendMessage{Actor: bob, ChatID: g, Text: "new", ClientMsgID: "b1"})
 	if err != nil {
 		t.Fatal(err)
@@ -119,14 +112,7 @@ func newGroupEnv(t *testing.T, registered ...uuid.UUID) groupEnv {
 			t.Fatal(err)
 		}
 	}
-	store, err := NewStore(log, 100, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmds, err := NewChatCommands(store, log, noMessages{}, noTyping{}, time.Now)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, cmds := chatCommandsOn(t, log)
 	return groupEnv{log: log, cmds: cmds}
 }
 

@@ -69,16 +69,28 @@ type storeEnv struct {
 	ann, bob, cy uuid.UUID
 }
 
+// chatCommandsOn returns a store of up to 100 states on log and chat commands deciding with it; the
+// read model has no messages and typing goes nowhere.
+func chatCommandsOn(t *testing.T, log interface {
+	events.Log
+	StreamDirectory
+}) (*Store, *ChatCommands) {
+	t.Helper()
+	store, err := NewStore(log, 100, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmds, err := NewChatCommands(store, log, noMessages{}, noTyping{}, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return store, cmds
+}
+
 func newStoreEnv(t *testing.T) storeEnv {
 	t.Helper()
 	e := storeEnv{log: newMemLog(), chat: uuid.New(), ann: uuid.New(), bob: uuid.New(), cy: uuid.New()}
-	var err error
-	if e.store, err = NewStore(e.log, 100, nil); err != nil {
-		t.Fatal(err)
-	}
-	if e.cmds, err = NewChatCommands(e.store, e.log, noMessages{}, noTyping{}, time.Now); err != nil {
-		t.Fatal(err)
-	}
+	e.store, e.cmds = chatCommandsOn(t, e.log)
 	e.log.add(e.chat, events.ChatCreated{ChatID: e.chat, Type: events.ChatGroup, Title: "g", CreatedBy: e.ann,
 		Members: []events.ChatMember{{UserID: e.ann, Role: events.ChatRoleAdmin}, {UserID: e.bob, Role: events.ChatRoleMember}}})
 	// This instance decides on the chat once, which caches it.
@@ -137,15 +149,8 @@ func TestCommandOnAnUnreadableStreamIsUnavailable(t *testing.T) {
 	t.Parallel()
 	log := &unreadableAtFirst{memLog: newMemLog()}
 	log.left.Store(1 << 30)
-	store, err := NewStore(log, 100, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmds, err := NewChatCommands(store, log, noMessages{}, noTyping{}, time.Now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = (SendMessageHandler{cmds}).Handle(context.Background(), commands.SendMessage{
+	_, cmds := chatCommandsOn(t, log)
+	_, err := (SendMessageHandler{cmds}).Handle(context.Background(), commands.SendMessage{
 		Actor: uuid.New(), ChatID: uuid.New(), Text: "hi", ClientMsgID: "a1"})
 	ce, ok := commands.AsError(err)
 	if !ok || ce.Kind != commands.KindUnavailable || ce.RetryAfter != 5*time.Second ||
