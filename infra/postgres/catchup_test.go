@@ -2,6 +2,8 @@ package postgres_test
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -9,6 +11,7 @@ import (
 	"github.com/google/uuid"
 
 	"taki/events"
+	"taki/infra/logging/logtest"
 	. "taki/infra/postgres"
 )
 
@@ -136,6 +139,89 @@ func TestProjectorReplayCatchesUpInTheBackground(t *testing.T) {
 	assertExactlyOnceInOrder(t, pool, "a", streams, 15)
 	if _, err := leader.Exec(ctx, `SELECT pg_advisory_unlock($1)`, GroupLockKey("a")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A projection that takes the lead of its group CatchUpLag or more events behind first catches up by
+// the batched path, counted ready and reported "catching up" meanwhile; less far behind, its subscriber
+// alone goes on. Either way every event is applied once, in order.
+func TestProjectorFarBehindCatchesUpByTheBatchedPath(t *testing.T) {
+	pool, url := setupProjectorDB(t)
+	ctx := context.Background()
+	stream := uuid.Must(uuid.NewV7())
+	var last events.Position
+	appendUpTo := func(from, to int64) {
+		t.Helper()
+		for v := from; v <= to; v++ {
+			pos, err := slowAppend(ctx, pool, stream, v, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			last = pos
+		}
+	}
+	caughtUp := func(logs *logtest.Buffer) []string {
+		var said []string
+		for _, l := range logs.Lines(t) {
+			if l["msg"] == "projection caught up by the batched path" && l["projection"] == "a" {
+				said = append(said, fmt.Sprint(l["events"]))
+			}
+		}
+		return said
+	}
+	config := func(logs *logtest.Buffer) ProjectorConfig {
+		return ProjectorConfig{BatchSize: 7, PollInterval: time.Hour, ResendInterval: time.Millisecond, CatchUpLag: 31,
+			Logger: slog.New(slog.NewJSONHandler(logs, nil))}
+	}
+
+	// 30 events behind: the subscriber's.
+	appendUpTo(1, 30)
+	var logs1 logtest.Buffer
+	p := startProjectorConfig(t, pool, url, config(&logs1), nil, &recorder{name: "a"})
+	waitAll(t, p.Projector, "a", []events.Position{last})
+	p.stop()
+	if said := caughtUp(&logs1); len(said) != 0 {
+		t.Fatalf("caught up by the batched path 30 events behind (threshold 31): %v", said)
+	}
+
+	// 60 behind: the batched path's, held at event 45 to look at the projection meanwhile.
+	appendUpTo(31, 90)
+	held, release := make(chan struct{}), make(chan struct{})
+	rec := &recorder{name: "a", before: func(e events.Envelope) {
+		if e.Version == 45 {
+			close(held)
+			<-release
+		}
+	}}
+	var logs2 logtest.Buffer
+	p = startProjectorConfig(t, pool, url, config(&logs2), nil, rec)
+	select {
+	case <-held:
+	case <-time.After(30 * time.Second):
+		t.Fatal("event 45 was never applied")
+	}
+	if st := projectionStatus(t, p, "a"); st != "catching up" {
+		t.Errorf("status %q during the catch-up, want catching up", st)
+	}
+	if err := p.Running(); err != nil {
+		t.Errorf("not ready during the catch-up: %v", err)
+	}
+	close(release)
+	waitAll(t, p.Projector, "a", []events.Position{last})
+	// The checkpoint shows before the catch-up has returned; the subscriber starts after it.
+	for st := ""; st != "running"; {
+		st = projectionStatus(t, p, "a")
+		select {
+		case <-time.After(10 * time.Millisecond):
+		case <-ctx.Done():
+		}
+		if st != "catching up" && st != "running" {
+			t.Fatalf("status %q after the catch-up, want running", st)
+		}
+	}
+	assertExactlyOnceInOrder(t, pool, "a", []uuid.UUID{stream}, 90)
+	if said := caughtUp(&logs2); len(said) != 1 || said[0] != "60" {
+		t.Fatalf("batched catch-ups said %v, want one of 60 events", said)
 	}
 }
 

@@ -2,12 +2,16 @@ package postgres
 
 import (
 	"context"
+	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"taki/events"
 )
 
 // How often a standby instance tries to take over a consumer group, and how often a leader checks
@@ -60,6 +64,11 @@ func (p *Projector) runLeading(ctx context.Context, proj Projection, st *project
 	// Another instance may have moved the checkpoint while this one stood by.
 	if cp, err := p.Checkpoint(ctx, proj.Name()); err == nil {
 		st.advanceTo(cp)
+		p.catchUpFirst(ctx, proj, st, cp, ready)
+		defer st.setCatchingUp(false)
+	}
+	if ctx.Err() != nil {
+		return nil
 	}
 	subCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -139,4 +148,60 @@ func releaseAdvisoryLock(conn *pgxpool.Conn, key int64) {
 		_ = conn.Conn().Close(ctx)
 	}
 	conn.Release()
+}
+
+// catchUpFirst brings proj to the log's head by the batched path, before its subscriber starts, when
+// it is at least CatchUpLag events behind from: a server started on a long log (after downtime, or
+// with a new projection) would otherwise apply it at the subscriber's pace of one savepoint and one
+// round of statements per message. The catch-up locks the group's offsets row per batch as the
+// subscriber does, so an instance that takes the lead meanwhile applies nothing twice. A failure
+// leaves the rest to the subscriber, which retries and reports it.
+func (p *Projector) catchUpFirst(ctx context.Context, proj Projection, st *projectionState, from events.Position, ready func()) {
+	if p.config.CatchUpLag < 0 {
+		return
+	}
+	name := proj.Name()
+	far, err := lagAtLeast(ctx, p.pool, from, p.config.CatchUpLag)
+	if err != nil {
+		if ctx.Err() == nil {
+			p.config.Logger.Warn("projection cannot read its lag; the subscriber catches up", slog.String("projection", name),
+				slog.String("err", err.Error()))
+		}
+		return
+	}
+	if !far {
+		return
+	}
+	// Until the subscriber takes over (setRole), so the status never reads stopped in between.
+	st.setCatchingUp(true)
+	// Queries wait for the read model with the consistency token as they do during a replay, so the
+	// server need not wait for the catch-up to serve.
+	ready()
+	p.config.Logger.Info("projection catches up by the batched path", slog.String("projection", name),
+		slog.String("from", from.String()), slog.Int("lag_at_least", p.config.CatchUpLag))
+	start := time.Now()
+	n, err := CatchUp(ctx, p.pool, p.registry, []Projection{proj}, CatchUpOptions{BatchSize: serverCatchUpBatch})
+	switch {
+	case err != nil && ctx.Err() == nil:
+		p.config.Logger.Error("batched catch-up failed; the subscriber continues it", slog.String("projection", name),
+			slog.Int64("events", n), slog.String("err", err.Error()))
+	case err == nil:
+		p.config.Logger.Info("projection caught up by the batched path", slog.String("projection", name),
+			slog.Int64("events", n), slog.Duration("took", time.Since(start)))
+	}
+	if cp, err := p.Checkpoint(ctx, name); err == nil {
+		st.advanceTo(cp)
+	}
+}
+
+// lagAtLeast reports whether the log holds at least n events after from, reading at most n of them.
+func lagAtLeast(ctx context.Context, pool *pgxpool.Pool, from events.Position, n int) (bool, error) {
+	var got int
+	err := pool.QueryRow(ctx, `SELECT count(*) FROM (
+			SELECT 1 FROM events WHERE (transaction_id, "offset") > ($1::text::xid8, $2) LIMIT $3) s`,
+		strconv.FormatUint(from.TxID, 10), from.Offset, n).Scan(&got)
+	if err != nil {
+		return false, fmt.Errorf("lag of the log after %s: %w", from, err)
+	}
+	return got >= n, nil
 }

@@ -38,7 +38,12 @@ type ProjectorConfig struct {
 	PollInterval time.Duration
 	// ResendInterval is the pause before a failed message is tried again.
 	ResendInterval time.Duration
-	Logger         *slog.Logger
+	// CatchUpLag is how far behind the log's head (in events) a projection may be when this process
+	// takes the lead of its consumer group and still go on with the subscriber alone; further behind,
+	// it first catches up by the batched path (as a replay does), several times faster than the
+	// subscriber's per-message savepoints and offset writes. Default 10,000; negative: never.
+	CatchUpLag int
+	Logger     *slog.Logger
 }
 
 func (c *ProjectorConfig) setDefaults() {
@@ -50,6 +55,9 @@ func (c *ProjectorConfig) setDefaults() {
 	}
 	if c.ResendInterval == 0 {
 		c.ResendInterval = 100 * time.Millisecond
+	}
+	if c.CatchUpLag == 0 {
+		c.CatchUpLag = 10_000
 	}
 }
 
@@ -124,6 +132,7 @@ type projectionState struct {
 	changed   chan struct{}
 	running   bool // this instance leads the consumer group
 	standby   bool // another instance leads it; this one takes over when it goes
+	catchUp   bool // leading, it catches up by the batched path before subscribing
 	lastErr   string
 	backoff   bool // a message failed in the last batch
 	// resets counts replays started here: a batch that began before one must not set the checkpoint
@@ -227,9 +236,18 @@ func (s *projectionState) snapshot() (events.Position, <-chan struct{}) {
 func (s *projectionState) setRole(leading, standby bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.running, s.standby = leading, standby
+	s.running, s.standby, s.catchUp = leading, standby, false
 	if standby {
 		s.lastErr = ""
+	}
+}
+
+func (s *projectionState) setCatchingUp(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.catchUp = on
+	if on {
+		s.standby = false
 	}
 }
 
@@ -565,6 +583,8 @@ func (p *Projector) Statuses(ctx context.Context) ([]queries.ProjectionStatus, e
 			s.Status = "failing: " + st.lastErr
 		case p.isCatchingUp(proj.Name()):
 			s.Status = "replaying"
+		case st.catchUp:
+			s.Status = "catching up"
 		case st.running:
 			s.Status = "running"
 		case st.standby:
@@ -622,9 +642,7 @@ func (p *Projector) startCatchUp(proj Projection) {
 		defer p.running.Done()
 		for {
 			start := time.Now()
-			// Smaller batches than the CLI's: each one holds back this cluster's log readers while
-			// it runs, and here they serve clients meanwhile.
-			n, err := CatchUp(ctx, p.pool, p.registry, []Projection{proj}, CatchUpOptions{BatchSize: 2000})
+			n, err := CatchUp(ctx, p.pool, p.registry, []Projection{proj}, CatchUpOptions{BatchSize: serverCatchUpBatch})
 			switch {
 			case err != nil && ctx.Err() == nil:
 				// The group's subscriber goes on from wherever the catch-up stopped.
@@ -646,6 +664,10 @@ func (p *Projector) startCatchUp(proj Projection) {
 		}
 	}()
 }
+
+// serverCatchUpBatch is the batch size of a running server's catch-ups, smaller than the CLI's: each
+// batch holds back this cluster's log readers while it runs, and here they serve clients meanwhile.
+const serverCatchUpBatch = 2000
 
 func (p *Projector) isCatchingUp(name string) bool {
 	p.mu.Lock()
@@ -681,13 +703,13 @@ func ResetProjection(ctx context.Context, pool *pgxpool.Pool, proj Projection) e
 	})
 }
 
-// Running reports whether every projection runs here or stands by for the instance that runs it
-// (readiness).
+// Running reports whether every projection runs here (by its subscriber or a batched catch-up) or
+// stands by for the instance that runs it (readiness).
 func (p *Projector) Running() error {
 	for _, proj := range p.order {
 		st := p.states[proj.Name()]
 		st.mu.Lock()
-		running := st.running || st.standby
+		running := st.running || st.standby || st.catchUp
 		st.mu.Unlock()
 		if !running {
 			return fmt.Errorf("projection %s is not running", proj.Name())

@@ -31,11 +31,16 @@ type recorder struct {
 	// refuse, while set, makes every Apply of that version return an error (nothing queued).
 	refuse  atomic.Int64
 	refused atomic.Int64 // how many times it refused
+	// before, when set (before the projector starts), runs first in every Apply.
+	before func(events.Envelope)
 }
 
 func (r *recorder) Name() string     { return r.name }
 func (r *recorder) Tables() []string { return []string{"test_applied"} }
 func (r *recorder) Apply(b *pgx.Batch, e events.Envelope) error {
+	if r.before != nil {
+		r.before(e)
+	}
 	if v := r.refuse.Load(); v != 0 && v == e.Version {
 		r.refused.Add(1)
 		return fmt.Errorf("refusing version %d", v)
@@ -73,10 +78,16 @@ func startProjector(t *testing.T, pool *pgxpool.Pool, url string, batch int, pol
 func startProjectorLogged(t *testing.T, pool *pgxpool.Pool, url string, batch int, poll time.Duration, logger *slog.Logger,
 	hook func(*Projector), projs ...Projection) *runningProjector {
 	t.Helper()
+	return startProjectorConfig(t, pool, url, ProjectorConfig{BatchSize: batch, PollInterval: poll, ResendInterval: time.Millisecond, Logger: logger},
+		hook, projs...)
+}
+
+func startProjectorConfig(t *testing.T, pool *pgxpool.Pool, url string, cfg ProjectorConfig, hook func(*Projector), projs ...Projection) *runningProjector {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	n := NewNotifier(url, logging.Discard())
 	go n.Run(ctx)
-	p, err := NewProjector(pool, events.NewRegistry(), n, ProjectorConfig{BatchSize: batch, PollInterval: poll, ResendInterval: time.Millisecond, Logger: logger}, projs...)
+	p, err := NewProjector(pool, events.NewRegistry(), n, cfg, projs...)
 	if err != nil {
 		t.Fatal(err)
 	}
