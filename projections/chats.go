@@ -104,67 +104,39 @@ func (*Chats) Apply(b *pgx.Batch, e events.Envelope) error {
 	return nil
 }
 
-// ApplyAll implements postgres.BulkApplier. Most of a messenger's log is message.sent, and events of
-// different chats touch different rows, so they may be applied in any order between chats as long as
-// each chat's own events keep theirs. Each chat's events are cut into phases: a run of its
-// message.sent, then the event that ends the run. Phase k of every chat is applied together: one bulk
-// statement pair for all their messages, then each ending event as Apply does. A batch costs as many
-// bulk statements as its busiest chat has non-message events, plus one statement per such event.
+// ApplyAll implements postgres.BulkApplier. Most of a messenger's log is message.sent, and a batch
+// applies all of its messages with one bulk statement pair: first the batch's chat creations (a chat's
+// first event, which its messages need), then its messages, then every other event in log order, as
+// Apply does. Events of different chats touch different rows, and within a chat the other events do
+// not depend on which later messages are already there: an edit or a delete needs only its message;
+// a read and a join set the cursor and count what is excluded above it from the messages present (the
+// sender's own messages later in the log add to that count either way, see unreadSQL); a delete counts
+// against the cursors as the reads and joins before it in the log left them.
 func (c *Chats) ApplyAll(b *pgx.Batch, evs []events.Envelope) error {
-	type phase struct {
-		sent []events.MessageSent
-		ends []events.Envelope
-	}
-	var phases []phase
-	next := map[uuid.UUID]int{} // a chat's current phase
+	var created, rest []events.Envelope
+	var sent []events.MessageSent
 	for _, e := range evs {
-		id, ok := chatOf(e.Data)
-		if !ok {
-			continue // not a chat event: Apply would write nothing
+		switch ev := e.Data.(type) {
+		case events.ChatCreated:
+			created = append(created, e)
+		case events.MessageSent:
+			sent = append(sent, ev)
+		default:
+			rest = append(rest, e)
 		}
-		k := next[id]
-		if k == len(phases) {
-			phases = append(phases, phase{})
-		}
-		if m, ok := e.Data.(events.MessageSent); ok {
-			phases[k].sent = append(phases[k].sent, m)
-			continue
-		}
-		phases[k].ends = append(phases[k].ends, e)
-		next[id] = k + 1
 	}
-	for _, p := range phases {
-		queueSentRun(b, p.sent)
-		for _, e := range p.ends {
-			if err := c.Apply(b, e); err != nil {
-				return err
-			}
+	for _, e := range created {
+		if err := c.Apply(b, e); err != nil {
+			return err
+		}
+	}
+	queueSentRun(b, sent)
+	for _, e := range rest {
+		if err := c.Apply(b, e); err != nil {
+			return err
 		}
 	}
 	return nil
-}
-
-// chatOf returns the chat a chat event belongs to.
-func chatOf(e events.Event) (uuid.UUID, bool) {
-	switch ev := e.(type) {
-	case events.ChatCreated:
-		return ev.ChatID, true
-	case events.ChatRenamed:
-		return ev.ChatID, true
-	case events.ChatMemberAdded:
-		return ev.ChatID, true
-	case events.ChatMemberRemoved:
-		return ev.ChatID, true
-	case events.MessageSent:
-		return ev.ChatID, true
-	case events.MessageEdited:
-		return ev.ChatID, true
-	case events.MessageDeleted:
-		return ev.ChatID, true
-	case events.ChatRead:
-		return ev.ChatID, true
-	}
-	return uuid.Nil, false
 }
 
 // queueSentRun queues a run of message.sent in log order. As with Apply, a message applies to its chat
