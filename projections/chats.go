@@ -140,8 +140,7 @@ func (c *Chats) ApplyAll(b *pgx.Batch, evs []events.Envelope) error {
 }
 
 // queueSentRun queues a run of message.sent in log order. As with Apply, a message applies to its chat
-// and members only past the chat's last_seq, so a second application changes nothing but re-inserting
-// existing messages, which conflicts away.
+// and members only past the chat's last_seq, so a second application changes nothing.
 func queueSentRun(b *pgx.Batch, run []events.MessageSent) {
 	if len(run) == 0 {
 		return
@@ -156,29 +155,26 @@ func queueSentRun(b *pgx.Batch, run []events.MessageSent) {
 		chats[i], seqs[i], ids[i], senders[i] = m.ChatID, m.Seq, m.MessageID, m.SenderID
 		texts[i], clients[i], sent[i], formats[i] = m.Text, m.ClientMsgID, m.SentAt, m.Format
 	}
-	// A message past its chat's last_seq has not been applied yet: the chat's last_seq moves with each
-	// message in the same transaction. That guard, instead of ON CONFLICT, keeps a re-application a
-	// no-op at a sixth of a replay's time less.
-	b.Queue(`INSERT INTO chat_messages (chat_id, seq, id, sender_id, text, client_msg_id, sent_at, format)
-		SELECT r.chat_id, r.seq, r.id, r.sender_id, r.text, NULLIF(r.client_msg_id, ''), r.sent_at, r.format
-		FROM unnest($1::uuid[], $2::bigint[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::timestamptz[], $8::text[])
-			AS r (chat_id, seq, id, sender_id, text, client_msg_id, sent_at, format)
-		JOIN chats c ON c.id = r.chat_id AND r.seq > c.last_seq`, chats, seqs, ids, senders, texts, clients, sent, formats)
-	// fresh are the run's messages past their chat's last_seq as the statement starts (the insert above
-	// does not move it); both updates see that same snapshot.
-	b.Queue(`WITH run AS (
-			SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::uuid[], $4::timestamptz[]) AS r (chat_id, seq, sender_id, sent_at)),
-		fresh AS (
-			SELECT r.* FROM run r JOIN chats c ON c.id = r.chat_id AND r.seq > c.last_seq),
+	// A message past its chat's last_seq has not been applied yet: the chat's last_seq moves with its
+	// messages in the same transaction. That guard, instead of ON CONFLICT, keeps a re-application a
+	// no-op. The chats and the senders' member rows are updated once each, from the inserted rows
+	// (RETURNING): all three parts see the snapshot the statement starts with. A sender's messages
+	// count once its cursor is below the first of them; a cursor never passes its chat's last_seq, so
+	// for inserted messages that holds for all or none.
+	b.Queue(`WITH ins AS (
+			INSERT INTO chat_messages (chat_id, seq, id, sender_id, text, client_msg_id, sent_at, format)
+			SELECT r.chat_id, r.seq, r.id, r.sender_id, r.text, NULLIF(r.client_msg_id, ''), r.sent_at, r.format
+			FROM unnest($1::uuid[], $2::bigint[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::timestamptz[], $8::text[])
+				AS r (chat_id, seq, id, sender_id, text, client_msg_id, sent_at, format)
+			JOIN chats c ON c.id = r.chat_id AND r.seq > c.last_seq
+			RETURNING chat_id, seq, sender_id, sent_at),
 		c AS (
 			UPDATE chats c SET last_seq = f.seq, last_activity_at = GREATEST(c.last_activity_at, f.sent_at)
-			FROM (SELECT chat_id, max(seq) AS seq, max(sent_at) AS sent_at FROM fresh GROUP BY chat_id) f
+			FROM (SELECT chat_id, max(seq) AS seq, max(sent_at) AS sent_at FROM ins GROUP BY chat_id) f
 			WHERE c.id = f.chat_id)
 		UPDATE chat_members m SET excluded_count = m.excluded_count + u.n
-		FROM (SELECT f.chat_id, x.user_id, count(*) AS n FROM fresh f
-			JOIN chat_members x ON x.chat_id = f.chat_id AND x.user_id = f.sender_id AND x.last_read_seq < f.seq
-			GROUP BY f.chat_id, x.user_id) u
-		WHERE m.chat_id = u.chat_id AND m.user_id = u.user_id`, chats, seqs, senders, sent)
+		FROM (SELECT chat_id, sender_id, count(*) AS n, min(seq) AS seq FROM ins GROUP BY chat_id, sender_id) u
+		WHERE m.chat_id = u.chat_id AND m.user_id = u.sender_id AND m.last_read_seq < u.seq`, chats, seqs, ids, senders, texts, clients, sent, formats)
 }
 
 // unreadSQL is member m's unread count in chat c: the messages above its cursor (seqs are gapless)
