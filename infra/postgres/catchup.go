@@ -111,6 +111,9 @@ func CatchUp(ctx context.Context, pool *pgxpool.Pool, registry *events.Registry,
 		if reader != nil {
 			reader.stop()
 		}
+		// On the way out after an error, which says more than the upkeep's.
+		cancel()
+		_ = keep.wait()
 	}()
 	for {
 		var batch readBatch
@@ -143,11 +146,11 @@ func CatchUp(ctx context.Context, pool *pgxpool.Pool, registry *events.Registry,
 		if opts.Progress != nil && applied > 0 {
 			opts.Progress(reached, total)
 		}
-		if err := keep.after(ctx, pool, total); err != nil {
+		if err := keep.afterInBackground(ctx, pool, total); err != nil {
 			return total, err
 		}
 		if !reached.Less(until) {
-			return total, nil
+			return total, keep.wait()
 		}
 		if reader == nil || reached.Less(batch.after) {
 			// First round, or the groups were rewound under us (a replay started elsewhere): read from
@@ -166,8 +169,9 @@ func CatchUp(ctx context.Context, pool *pgxpool.Pool, registry *events.Registry,
 // leave dead versions behind: a replay of a realistic log ran at a fifth of its speed without it.
 // Doubling keeps the total work within about twice the final tables' size.
 type upkeep struct {
-	tables []string
-	next   int64
+	tables  []string
+	next    int64
+	running chan error // the background upkeep's outcome, while one runs
 }
 
 func newUpkeep(projs []Projection, first int) *upkeep {
@@ -188,10 +192,42 @@ func (u *upkeep) after(ctx context.Context, q interface {
 		return nil
 	}
 	u.next = 2 * applied
+	return u.run(ctx, q)
+}
+
+func (u *upkeep) run(ctx context.Context, q interface {
+	Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
+}) error {
 	if _, err := q.Exec(ctx, `VACUUM (ANALYZE) `+strings.Join(u.tables, ", ")); err != nil {
 		return fmt.Errorf("vacuum %s: %w", strings.Join(u.tables, ", "), err)
 	}
 	return nil
+}
+
+// afterInBackground is after on a connection of pool's own while the caller goes on applying (a
+// vacuum takes no lock that writes wait for): it waits only for the previous upkeep, should that one
+// still run. wait returns the last one's outcome.
+func (u *upkeep) afterInBackground(ctx context.Context, pool *pgxpool.Pool, applied int64) error {
+	if applied < u.next || len(u.tables) == 0 {
+		return nil
+	}
+	if err := u.wait(); err != nil {
+		return err
+	}
+	u.next = 2 * applied
+	u.running = make(chan error, 1)
+	go func(done chan<- error) { done <- u.run(ctx, pool) }(u.running)
+	return nil
+}
+
+// wait waits for the background upkeep, if one runs, and returns its error.
+func (u *upkeep) wait() error {
+	if u.running == nil {
+		return nil
+	}
+	err := <-u.running
+	u.running = nil
+	return err
 }
 
 // readBatch is a run of the log read ahead: the events after position after.

@@ -142,6 +142,89 @@ func TestProjectorReplayCatchesUpInTheBackground(t *testing.T) {
 	}
 }
 
+// A catch-up vacuums and analyzes the read model's tables each time the events it applied have doubled
+// (an emptied table has no statistics), beside its writes, and returns once the last of them is done.
+func TestCatchUpVacuumsAsTheReadModelGrows(t *testing.T) {
+	pool, _ := setupProjectorDB(t)
+	ctx := context.Background()
+	stream := uuid.Must(uuid.NewV7())
+	for v := int64(1); v <= 30; v++ {
+		if _, err := slowAppend(ctx, pool, stream, v, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Batches of 5: the upkeep runs after 5, 10 and 20 events.
+	if n, err := CatchUp(ctx, pool, events.NewRegistry(), []Projection{&recorder{name: "a"}}, CatchUpOptions{BatchSize: 5}); err != nil || n != 30 {
+		t.Fatalf("catch-up applied %d events (%v), want 30", n, err)
+	}
+	var vacuums, analyzes int
+	if err := pool.QueryRow(ctx, `SELECT vacuum_count, analyze_count FROM pg_stat_user_tables WHERE relname = 'test_applied'`).
+		Scan(&vacuums, &analyzes); err != nil {
+		t.Fatal(err)
+	}
+	if vacuums != 3 || analyzes != 3 {
+		t.Fatalf("test_applied vacuumed %d and analyzed %d times, want 3 and 3", vacuums, analyzes)
+	}
+}
+
+// The upkeep runs beside the writes: while the vacuum after the first batch waits, the next batch is
+// applied; the catch-up returns once its vacuums are done.
+func TestCatchUpVacuumsBesideItsWrites(t *testing.T) {
+	pool, _ := setupProjectorDB(t)
+	ctx := context.Background()
+	stream := uuid.Must(uuid.NewV7())
+	for v := int64(1); v <= 30; v++ {
+		if _, err := slowAppend(ctx, pool, stream, v, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The lock a vacuum takes, and writes do not wait for.
+	hold, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Rollback(ctx)
+	if _, err := hold.Exec(ctx, `LOCK TABLE test_applied IN SHARE UPDATE EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	type outcome struct {
+		n   int64
+		err error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		// Batches of 10: the upkeep starts after 10 events and is due again after 20.
+		n, err := CatchUp(ctx, pool, events.NewRegistry(), []Projection{&recorder{name: "a"}}, CatchUpOptions{BatchSize: 10})
+		done <- outcome{n, err}
+	}()
+	deadline := time.After(30 * time.Second)
+	for waiting, applied := false, 0; !waiting || applied < 20; {
+		if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+				WHERE datname = current_database() AND query LIKE 'VACUUM%' AND wait_event_type = 'Lock'),
+			(SELECT count(*) FROM test_applied)`).Scan(&waiting, &applied); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case o := <-done:
+			t.Fatalf("the catch-up returned (%d events, %v) while its vacuum waited", o.n, o.err)
+		case <-deadline:
+			t.Fatalf("never saw the second batch applied while the first vacuum waits: vacuum waiting %v, %d events applied", waiting, applied)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	if err := hold.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if o := <-done; o.err != nil || o.n != 30 {
+		t.Fatalf("catch-up applied %d events (%v), want 30", o.n, o.err)
+	}
+	// Both vacuums are done by the time it returns: vacuum counts are reported as a vacuum ends.
+	var vacuums int
+	if err := pool.QueryRow(ctx, `SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'test_applied'`).Scan(&vacuums); err != nil || vacuums != 2 {
+		t.Fatalf("vacuumed %d times (%v) by the time the catch-up returned, want 2", vacuums, err)
+	}
+}
+
 // A projection that takes the lead of its group CatchUpLag or more events behind first catches up by
 // the batched path, counted ready and reported "catching up" meanwhile; less far behind, its subscriber
 // alone goes on. Either way every event is applied once, in order.
