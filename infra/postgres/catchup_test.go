@@ -147,12 +147,7 @@ func TestProjectorReplayCatchesUpInTheBackground(t *testing.T) {
 func TestCatchUpVacuumsAsTheReadModelGrows(t *testing.T) {
 	pool, _ := setupProjectorDB(t)
 	ctx := context.Background()
-	stream := uuid.Must(uuid.NewV7())
-	for v := int64(1); v <= 30; v++ {
-		if _, err := slowAppend(ctx, pool, stream, v, 0); err != nil {
-			t.Fatal(err)
-		}
-	}
+	appendVersions(t, pool, uuid.Must(uuid.NewV7()), 1, 30)
 	// Batches of 5: the upkeep runs after 5, 10 and 20 events.
 	if n, err := CatchUp(ctx, pool, events.NewRegistry(), []Projection{&recorder{name: "a"}}, CatchUpOptions{BatchSize: 5}); err != nil || n != 30 {
 		t.Fatalf("catch-up applied %d events (%v), want 30", n, err)
@@ -172,12 +167,7 @@ func TestCatchUpVacuumsAsTheReadModelGrows(t *testing.T) {
 func TestCatchUpVacuumsBesideItsWrites(t *testing.T) {
 	pool, _ := setupProjectorDB(t)
 	ctx := context.Background()
-	stream := uuid.Must(uuid.NewV7())
-	for v := int64(1); v <= 30; v++ {
-		if _, err := slowAppend(ctx, pool, stream, v, 0); err != nil {
-			t.Fatal(err)
-		}
-	}
+	appendVersions(t, pool, uuid.Must(uuid.NewV7()), 1, 30)
 	// The lock a vacuum takes, and writes do not wait for.
 	hold, err := pool.Begin(ctx)
 	if err != nil {
@@ -232,17 +222,6 @@ func TestProjectorFarBehindCatchesUpByTheBatchedPath(t *testing.T) {
 	pool, url := setupProjectorDB(t)
 	ctx := context.Background()
 	stream := uuid.Must(uuid.NewV7())
-	var last events.Position
-	appendUpTo := func(from, to int64) {
-		t.Helper()
-		for v := from; v <= to; v++ {
-			pos, err := slowAppend(ctx, pool, stream, v, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			last = pos
-		}
-	}
 	caughtUp := func(logs *logtest.Buffer) []string {
 		var said []string
 		for _, l := range logs.Lines(t) {
@@ -258,7 +237,7 @@ func TestProjectorFarBehindCatchesUpByTheBatchedPath(t *testing.T) {
 	}
 
 	// 30 events behind: the subscriber's.
-	appendUpTo(1, 30)
+	last := appendVersions(t, pool, stream, 1, 30)
 	var logs1 logtest.Buffer
 	p := startProjectorConfig(t, pool, url, config(&logs1), nil, &recorder{name: "a"})
 	waitAll(t, p.Projector, "a", []events.Position{last})
@@ -268,7 +247,7 @@ func TestProjectorFarBehindCatchesUpByTheBatchedPath(t *testing.T) {
 	}
 
 	// 60 behind: the batched path's, held at event 45 to look at the projection meanwhile.
-	appendUpTo(31, 90)
+	last = appendVersions(t, pool, stream, 31, 90)
 	held, release := make(chan struct{}), make(chan struct{})
 	rec := &recorder{name: "a", before: func(e events.Envelope) {
 		if e.Version == 45 {

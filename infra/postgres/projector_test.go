@@ -136,6 +136,21 @@ func slowAppend(ctx context.Context, pool *pgxpool.Pool, stream uuid.UUID, versi
 	return events.Position{TxID: x, Offset: off}, nil
 }
 
+// appendVersions appends versions from to to of stream, one transaction each, and returns the last
+// one's position.
+func appendVersions(t *testing.T, pool *pgxpool.Pool, stream uuid.UUID, from, to int64) events.Position {
+	t.Helper()
+	var last events.Position
+	for v := from; v <= to; v++ {
+		pos, err := slowAppend(context.Background(), pool, stream, v, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = pos
+	}
+	return last
+}
+
 // assertExactlyOnceInOrder checks that projection applied versions 1..n of every stream exactly once,
 // in version order.
 func assertExactlyOnceInOrder(t *testing.T, pool *pgxpool.Pool, projection string, streams []uuid.UUID, n int64) {
@@ -237,14 +252,7 @@ func TestProjectorFailedMessageWritesAreUndone(t *testing.T) {
 	rec := &recorder{name: "a"}
 	rec.failOnce.Store(5)
 	stream := uuid.Must(uuid.NewV7())
-	var last events.Position
-	for v := int64(1); v <= 10; v++ {
-		pos, err := slowAppend(context.Background(), pool, stream, v, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		last = pos
-	}
+	last := appendVersions(t, pool, stream, 1, 10)
 	var logs logtest.Buffer
 	p := startProjectorLogged(t, pool, url, 100, time.Hour, slog.New(slog.NewJSONHandler(&logs, nil)), nil, rec)
 	waitAll(t, p.Projector, "a", []events.Position{last})
@@ -267,14 +275,7 @@ func TestProjectorFailedMessageWritesAreUndone(t *testing.T) {
 func TestProjectorCrashBetweenWriteAndAckLosesNothing(t *testing.T) {
 	pool, url := setupProjectorDB(t)
 	stream := uuid.Must(uuid.NewV7())
-	var last events.Position
-	for v := int64(1); v <= 40; v++ {
-		pos, err := slowAppend(context.Background(), pool, stream, v, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		last = pos
-	}
+	last := appendVersions(t, pool, stream, 1, 40)
 
 	// First life: the connection dies right after event 12's writes, before its ack (a crash as the
 	// database sees it). The projector must reconnect and re-deliver from the last commit.
@@ -340,18 +341,7 @@ func TestProjectorCrashBetweenWriteAndAckLosesNothing(t *testing.T) {
 func TestProjectorRefusedMessageDoesNotStallOtherReaders(t *testing.T) {
 	pool, url := setupProjectorDB(t)
 	stream := uuid.Must(uuid.NewV7())
-	appendN := func(from, to int64) events.Position {
-		var last events.Position
-		for v := from; v <= to; v++ {
-			pos, err := slowAppend(context.Background(), pool, stream, v, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			last = pos
-		}
-		return last
-	}
-	last := appendN(1, 10)
+	last := appendVersions(t, pool, stream, 1, 10)
 	bad := &recorder{name: "a"}
 	bad.refuse.Store(8)
 	p := startProjector(t, pool, url, 100, 20*time.Millisecond, nil, bad, &recorder{name: "b"})
@@ -364,7 +354,7 @@ func TestProjectorRefusedMessageDoesNotStallOtherReaders(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond) // waiting for the retry, bounded above
 	}
-	last = appendN(11, 20)
+	last = appendVersions(t, pool, stream, 11, 20)
 	p.notifier.Appended()
 	waitAll(t, p.Projector, "b", []events.Position{last})
 	cp, err := p.Checkpoint(context.Background(), "a")
