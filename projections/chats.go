@@ -158,9 +158,8 @@ func queueSentRun(b *pgx.Batch, run []events.MessageSent) {
 	// A message past its chat's last_seq has not been applied yet: the chat's last_seq moves with its
 	// messages in the same transaction. That guard, instead of ON CONFLICT, keeps a re-application a
 	// no-op. The chats and the senders' member rows are updated once each, from the inserted rows
-	// (RETURNING): all three parts see the snapshot the statement starts with. A sender's messages
-	// count once its cursor is below the first of them; a cursor never passes its chat's last_seq, so
-	// for inserted messages that holds for all or none.
+	// (RETURNING): all three parts see the snapshot the statement starts with. As in Apply, a sender's
+	// message counts as excluded when it is above the sender's cursor.
 	b.Queue(`WITH ins AS (
 			INSERT INTO chat_messages (chat_id, seq, id, sender_id, text, client_msg_id, sent_at, format)
 			SELECT r.chat_id, r.seq, r.id, r.sender_id, r.text, NULLIF(r.client_msg_id, ''), r.sent_at, r.format
@@ -172,9 +171,10 @@ func queueSentRun(b *pgx.Batch, run []events.MessageSent) {
 			UPDATE chats c SET last_seq = f.seq, last_activity_at = GREATEST(c.last_activity_at, f.sent_at)
 			FROM (SELECT chat_id, max(seq) AS seq, max(sent_at) AS sent_at FROM ins GROUP BY chat_id) f
 			WHERE c.id = f.chat_id)
-		UPDATE chat_members m SET excluded_count = m.excluded_count + u.n
-		FROM (SELECT chat_id, sender_id, count(*) AS n, min(seq) AS seq FROM ins GROUP BY chat_id, sender_id) u
-		WHERE m.chat_id = u.chat_id AND m.user_id = u.sender_id AND m.last_read_seq < u.seq`, chats, seqs, ids, senders, texts, clients, sent, formats)
+		UPDATE chat_members m SET excluded_count = m.excluded_count +
+			(SELECT count(*) FROM unnest(u.seqs) AS s (seq) WHERE s.seq > m.last_read_seq)
+		FROM (SELECT chat_id, sender_id, array_agg(seq) AS seqs FROM ins GROUP BY chat_id, sender_id) u
+		WHERE m.chat_id = u.chat_id AND m.user_id = u.sender_id`, chats, seqs, ids, senders, texts, clients, sent, formats)
 }
 
 // unreadSQL is member m's unread count in chat c: the messages above its cursor (seqs are gapless)
