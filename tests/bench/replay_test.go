@@ -164,6 +164,19 @@ func TestReplayReadModels(t *testing.T) {
 	if err := checkReplayReadModels(ctx, conn, want); err != nil {
 		t.Fatal(err)
 	}
+	// The floor copies every message row and leaves nothing behind.
+	took, copied, err := messagesCopyFloor(ctx, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var messages int64
+	var left bool
+	if err := conn.QueryRow(ctx, `SELECT (SELECT count(*) FROM chat_messages), to_regclass('copy_floor') IS NOT NULL`).Scan(&messages, &left); err != nil {
+		t.Fatal(err)
+	}
+	if copied != messages || messages == 0 || took <= 0 || left {
+		t.Errorf("floor copied %d of %d message rows in %s; its table left behind: %v", copied, messages, took, left)
+	}
 	if _, err := conn.Exec(ctx, `DELETE FROM chat_messages WHERE seq = 2`); err != nil {
 		t.Fatal(err)
 	}
