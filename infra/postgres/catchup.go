@@ -101,6 +101,9 @@ func CatchUp(ctx context.Context, pool *pgxpool.Pool, registry *events.Registry,
 		until = head
 	}
 	keep := newUpkeep(projs, opts.BatchSize)
+	if err := keep.skipRows(ctx, pool); err != nil {
+		return 0, err
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
@@ -182,6 +185,23 @@ func newUpkeep(projs []Projection, first int) *upkeep {
 		}
 	}
 	return u
+}
+
+// skipRows moves the first threshold up to the rows the tables already hold (PostgreSQL's estimate):
+// the upkeep is for tables a reset emptied, or new ones, which have no statistics; a catch-up onto a
+// populated read model (a server started behind) leaves it to autovacuum rather than vacuuming
+// every large table after the first few thousand events.
+func (u *upkeep) skipRows(ctx context.Context, pool *pgxpool.Pool) error {
+	if len(u.tables) == 0 {
+		return nil
+	}
+	var rows int64
+	if err := pool.QueryRow(ctx, `SELECT COALESCE(sum(GREATEST(c.reltuples, 0)), 0)::bigint FROM pg_class c
+		WHERE c.oid IN (SELECT to_regclass(t) FROM unnest($1::text[]) AS t)`, u.tables).Scan(&rows); err != nil {
+		return fmt.Errorf("size of %s: %w", strings.Join(u.tables, ", "), err)
+	}
+	u.next = max(u.next, rows)
+	return nil
 }
 
 // after runs the upkeep on q (outside any transaction) once applied reaches the next threshold.

@@ -4,11 +4,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"taki/events"
 	"taki/infra/logging/logtest"
@@ -142,28 +145,76 @@ func TestProjectorReplayCatchesUpInTheBackground(t *testing.T) {
 	}
 }
 
-// A catch-up vacuums and analyzes the read model's tables each time the events it applied have doubled
-// (an emptied table has no statistics), beside its writes, and returns once the last of them is done.
-func TestCatchUpVacuumsAsTheReadModelGrows(t *testing.T) {
-	pool, _ := setupProjectorDB(t)
-	ctx := context.Background()
-	appendVersions(t, pool, uuid.Must(uuid.NewV7()), 1, 30)
-	// Batches of 5: the upkeep runs after 5, 10 and 20 events.
-	if n, err := CatchUp(ctx, pool, events.NewRegistry(), []Projection{&recorder{name: "a"}}, CatchUpOptions{BatchSize: 5}); err != nil || n != 30 {
-		t.Fatalf("catch-up applied %d events (%v), want 30", n, err)
+// progressLog records the totals a catch-up reports after each batch. A batch may be short of the
+// batch size (a log read sees only events older than every transaction open on the cluster, and other
+// packages' tests run beside this one), which moves the upkeep's thresholds; vacuums computes them.
+type progressLog struct {
+	mu     sync.Mutex
+	totals []int64
+}
+
+func (l *progressLog) record(_ events.Position, total int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.totals = append(l.totals, total)
+}
+
+// vacuums is how many times the upkeep ran, by its rule: first once first events are applied, then
+// each time the total has doubled since; and the total it first ran at (0 if it did not).
+func (l *progressLog) vacuums(first int64) (n int, at int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	next := first
+	for _, total := range l.totals {
+		if total >= next {
+			if n == 0 {
+				at = total
+			}
+			n++
+			next = 2 * total
+		}
 	}
-	var vacuums, analyzes int
-	if err := pool.QueryRow(ctx, `SELECT vacuum_count, analyze_count FROM pg_stat_user_tables WHERE relname = 'test_applied'`).
+	return n, at
+}
+
+func vacuumCount(t *testing.T, pool *pgxpool.Pool) (vacuums, analyzes int) {
+	t.Helper()
+	if err := pool.QueryRow(context.Background(), `SELECT vacuum_count, analyze_count FROM pg_stat_user_tables WHERE relname = 'test_applied'`).
 		Scan(&vacuums, &analyzes); err != nil {
 		t.Fatal(err)
 	}
-	if vacuums != 3 || analyzes != 3 {
-		t.Fatalf("test_applied vacuumed %d and analyzed %d times, want 3 and 3", vacuums, analyzes)
+	return vacuums, analyzes
+}
+
+// A catch-up onto emptied tables vacuums and analyzes them each time the events it applied have
+// doubled (an emptied table has no statistics); onto tables that already hold more rows than it
+// applies, it leaves them to autovacuum.
+func TestCatchUpVacuumsAsTheReadModelGrows(t *testing.T) {
+	pool, _ := setupProjectorDB(t)
+	ctx := context.Background()
+	stream := uuid.Must(uuid.NewV7())
+	appendVersions(t, pool, stream, 1, 30)
+	var progress progressLog
+	if n, err := CatchUp(ctx, pool, events.NewRegistry(), []Projection{&recorder{name: "a"}},
+		CatchUpOptions{BatchSize: 5, Progress: progress.record}); err != nil || n != 30 {
+		t.Fatalf("catch-up applied %d events (%v), want 30", n, err)
+	}
+	want, _ := progress.vacuums(5)
+	if vacuums, analyzes := vacuumCount(t, pool); want < 1 || vacuums != want || analyzes != want {
+		t.Fatalf("test_applied vacuumed %d and analyzed %d times, want %d (totals %v)", vacuums, analyzes, want, progress.totals)
+	}
+	// The last upkeep analyzed the table with at least 20 rows: 15 more events are no reason for more.
+	appendVersions(t, pool, stream, 31, 45)
+	if n, err := CatchUp(ctx, pool, events.NewRegistry(), []Projection{&recorder{name: "a"}}, CatchUpOptions{BatchSize: 5}); err != nil || n != 15 {
+		t.Fatalf("second catch-up applied %d events (%v), want 15", n, err)
+	}
+	if vacuums, _ := vacuumCount(t, pool); vacuums != want {
+		t.Fatalf("test_applied vacuumed %d times after a catch-up of 15 events onto its 30 rows, want still %d", vacuums, want)
 	}
 }
 
-// The upkeep runs beside the writes: while the vacuum after the first batch waits, the next batch is
-// applied; the catch-up returns once its vacuums are done.
+// The upkeep runs beside the writes: while the first vacuum waits, the next batches are applied; the
+// catch-up returns once its vacuums are done.
 func TestCatchUpVacuumsBesideItsWrites(t *testing.T) {
 	pool, _ := setupProjectorDB(t)
 	ctx := context.Background()
@@ -182,13 +233,15 @@ func TestCatchUpVacuumsBesideItsWrites(t *testing.T) {
 		err error
 	}
 	done := make(chan outcome, 1)
+	var progress progressLog
 	go func() {
-		// Batches of 10: the upkeep starts after 10 events and is due again after 20.
-		n, err := CatchUp(ctx, pool, events.NewRegistry(), []Projection{&recorder{name: "a"}}, CatchUpOptions{BatchSize: 10})
+		n, err := CatchUp(ctx, pool, events.NewRegistry(), []Projection{&recorder{name: "a"}},
+			CatchUpOptions{BatchSize: 10, Progress: progress.record})
 		done <- outcome{n, err}
 	}()
 	deadline := time.After(30 * time.Second)
-	for waiting, applied := false, 0; !waiting || applied < 20; {
+	for waiting, applied, first := false, int64(0), int64(0); !waiting || first == 0 || applied <= first; {
+		_, first = progress.vacuums(10)
 		if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
 				WHERE datname = current_database() AND query LIKE 'VACUUM%' AND wait_event_type = 'Lock'),
 			(SELECT count(*) FROM test_applied)`).Scan(&waiting, &applied); err != nil {
@@ -198,7 +251,8 @@ func TestCatchUpVacuumsBesideItsWrites(t *testing.T) {
 		case o := <-done:
 			t.Fatalf("the catch-up returned (%d events, %v) while its vacuum waited", o.n, o.err)
 		case <-deadline:
-			t.Fatalf("never saw the second batch applied while the first vacuum waits: vacuum waiting %v, %d events applied", waiting, applied)
+			t.Fatalf("never saw a batch applied while the first vacuum (after %d events) waits: vacuum waiting %v, %d events applied",
+				first, waiting, applied)
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
@@ -208,10 +262,10 @@ func TestCatchUpVacuumsBesideItsWrites(t *testing.T) {
 	if o := <-done; o.err != nil || o.n != 30 {
 		t.Fatalf("catch-up applied %d events (%v), want 30", o.n, o.err)
 	}
-	// Both vacuums are done by the time it returns: vacuum counts are reported as a vacuum ends.
-	var vacuums int
-	if err := pool.QueryRow(ctx, `SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'test_applied'`).Scan(&vacuums); err != nil || vacuums != 2 {
-		t.Fatalf("vacuumed %d times (%v) by the time the catch-up returned, want 2", vacuums, err)
+	// Every vacuum is done by the time it returns: vacuum counts are reported as a vacuum ends.
+	want, _ := progress.vacuums(10)
+	if vacuums, _ := vacuumCount(t, pool); vacuums != want {
+		t.Fatalf("vacuumed %d times by the time the catch-up returned, want %d (totals %v)", vacuums, want, progress.totals)
 	}
 }
 
@@ -220,17 +274,7 @@ func TestCatchUpVacuumsBesideItsWrites(t *testing.T) {
 // alone goes on. Either way every event is applied once, in order.
 func TestProjectorFarBehindCatchesUpByTheBatchedPath(t *testing.T) {
 	pool, url := setupProjectorDB(t)
-	ctx := context.Background()
 	stream := uuid.Must(uuid.NewV7())
-	caughtUp := func(logs *logtest.Buffer) []string {
-		var said []string
-		for _, l := range logs.Lines(t) {
-			if l["msg"] == "projection caught up by the batched path" && l["projection"] == "a" {
-				said = append(said, fmt.Sprint(l["events"]))
-			}
-		}
-		return said
-	}
 	config := func(logs *logtest.Buffer) ProjectorConfig {
 		return ProjectorConfig{BatchSize: 7, PollInterval: time.Hour, ResendInterval: time.Millisecond, CatchUpLag: 31,
 			Logger: slog.New(slog.NewJSONHandler(logs, nil))}
@@ -242,19 +286,13 @@ func TestProjectorFarBehindCatchesUpByTheBatchedPath(t *testing.T) {
 	p := startProjectorConfig(t, pool, url, config(&logs1), nil, &recorder{name: "a"})
 	waitAll(t, p.Projector, "a", []events.Position{last})
 	p.stop()
-	if said := caughtUp(&logs1); len(said) != 0 {
+	if said := caughtUp(t, &logs1); len(said) != 0 {
 		t.Fatalf("caught up by the batched path 30 events behind (threshold 31): %v", said)
 	}
 
 	// 60 behind: the batched path's, held at event 45 to look at the projection meanwhile.
 	last = appendVersions(t, pool, stream, 31, 90)
-	held, release := make(chan struct{}), make(chan struct{})
-	rec := &recorder{name: "a", before: func(e events.Envelope) {
-		if e.Version == 45 {
-			close(held)
-			<-release
-		}
-	}}
+	rec, held, release := holdAt(t, 45)
 	var logs2 logtest.Buffer
 	p = startProjectorConfig(t, pool, url, config(&logs2), nil, rec)
 	select {
@@ -268,22 +306,109 @@ func TestProjectorFarBehindCatchesUpByTheBatchedPath(t *testing.T) {
 	if err := p.Running(); err != nil {
 		t.Errorf("not ready during the catch-up: %v", err)
 	}
-	close(release)
+	release()
 	waitAll(t, p.Projector, "a", []events.Position{last})
 	// The checkpoint shows before the catch-up has returned; the subscriber starts after it.
+	deadline := time.After(30 * time.Second)
 	for st := ""; st != "running"; {
 		st = projectionStatus(t, p, "a")
-		select {
-		case <-time.After(10 * time.Millisecond):
-		case <-ctx.Done():
-		}
 		if st != "catching up" && st != "running" {
 			t.Fatalf("status %q after the catch-up, want running", st)
 		}
+		select {
+		case <-time.After(10 * time.Millisecond):
+		case <-deadline:
+			t.Fatalf("status %q long after the catch-up, want running", st)
+		}
 	}
 	assertExactlyOnceInOrder(t, pool, "a", []uuid.UUID{stream}, 90)
-	if said := caughtUp(&logs2); len(said) != 1 || said[0] != "60" {
+	if said := caughtUp(t, &logs2); len(said) != 1 || said[0] != "60" {
 		t.Fatalf("batched catch-ups said %v, want one of 60 events", said)
+	}
+}
+
+// caughtUp lists the events counts of projection a's "caught up by the batched path" log lines.
+func caughtUp(t *testing.T, logs *logtest.Buffer) []string {
+	var said []string
+	for _, l := range logs.Lines(t) {
+		if l["msg"] == "projection caught up by the batched path" && l["projection"] == "a" {
+			said = append(said, fmt.Sprint(l["events"]))
+		}
+	}
+	return said
+}
+
+// holdAt returns a recorder for projection "a" whose Apply of the given version waits until release is
+// called (at the latest when the test ends, before the projector stops), and a channel closed when it
+// waits.
+func holdAt(t *testing.T, version int64) (rec *recorder, held <-chan struct{}, release func()) {
+	h, r := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	release = func() { once.Do(func() { close(r) }) }
+	rec = &recorder{name: "a", before: func(e events.Envelope) {
+		if e.Version == version {
+			select {
+			case <-h:
+			default:
+				close(h)
+			}
+			<-r
+		}
+	}}
+	// Registered before the projector's stop, so it runs after it would block: cleanups run last first.
+	// Hence the projector must be started after holdAt.
+	t.Cleanup(release)
+	return rec, h, release
+}
+
+// A leader that loses its consumer group's lock while it catches up stops the catch-up and campaigns
+// again; whoever leads then finishes, and every event is applied once.
+func TestProjectorLosingItsLockStopsTheCatchUp(t *testing.T) {
+	pool, url := setupProjectorDB(t)
+	ctx := context.Background()
+	stream := uuid.Must(uuid.NewV7())
+	last := appendVersions(t, pool, stream, 1, 60)
+	rec, held, release := holdAt(t, 20)
+	var logs logtest.Buffer
+	p := startProjectorConfig(t, pool, url, ProjectorConfig{BatchSize: 7, PollInterval: time.Hour, ResendInterval: time.Millisecond,
+		CatchUpLag: 31, Logger: slog.New(slog.NewJSONHandler(&logs, nil))}, nil, rec)
+	select {
+	case <-held:
+	case <-time.After(30 * time.Second):
+		t.Fatal("event 20 was never applied")
+	}
+	// The session holding the group's advisory lock ends, as when its connection breaks.
+	var ended bool
+	if err := pool.QueryRow(ctx, `SELECT bool_and(pg_terminate_backend(pid)) FROM pg_locks
+		WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&ended); err != nil || !ended {
+		t.Fatalf("end the lock's session: %v, %v", ended, err)
+	}
+	deadline := time.After(30 * time.Second)
+	for said := false; !said; {
+		for _, l := range logs.Lines(t) {
+			said = said || l["msg"] == "projection lost its consumer group's lock while catching up; the catch-up stops"
+		}
+		select {
+		case <-time.After(10 * time.Millisecond):
+		case <-deadline:
+			t.Fatalf("the lost lock was never noticed:\n%s", logs.String())
+		}
+	}
+	release()
+	waitAll(t, p.Projector, "a", []events.Position{last})
+	assertExactlyOnceInOrder(t, pool, "a", []uuid.UUID{stream}, 60)
+	// The stopped catch-up committed nothing from event 20 on (it may have committed a short batch
+	// before it); the one after the new campaign applied the rest.
+	for deadline := time.After(30 * time.Second); len(caughtUp(t, &logs)) == 0; {
+		select {
+		case <-time.After(10 * time.Millisecond):
+		case <-deadline:
+			t.Fatalf("no catch-up after the new campaign:\n%s", logs.String())
+		}
+	}
+	said := caughtUp(t, &logs)
+	if n, err := strconv.Atoi(said[0]); len(said) != 1 || err != nil || n < 41 || n > 60 {
+		t.Fatalf("batched catch-ups said %v, want one of 41 to 60 events", said)
 	}
 }
 

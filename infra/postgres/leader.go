@@ -6,6 +6,7 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -62,10 +63,12 @@ func (p *Projector) lead(ctx context.Context, proj Projection, st *projectionSta
 // runLeading runs the subscriber until ctx ends or the lock's connection fails.
 func (p *Projector) runLeading(ctx context.Context, proj Projection, st *projectionState, logger watermill.LoggerAdapter, lock *pgxpool.Conn, ready func()) error {
 	// Another instance may have moved the checkpoint while this one stood by.
-	if cp, err := p.Checkpoint(ctx, proj.Name()); err == nil {
-		st.advanceTo(cp)
-		p.catchUpFirst(ctx, proj, st, cp, ready)
+	if cp, gen, err := p.checkpointAt(ctx, proj.Name(), st); err == nil {
+		st.advanceTo(cp, gen)
 		defer st.setCatchingUp(false)
+		if kept := p.catchUpFirst(ctx, proj, st, cp, lock, ready); !kept {
+			return nil
+		}
 	}
 	if ctx.Err() != nil {
 		return nil
@@ -155,10 +158,11 @@ func releaseAdvisoryLock(conn *pgxpool.Conn, key int64) {
 // with a new projection) would otherwise apply it at the subscriber's pace of one savepoint and one
 // round of statements per message. The catch-up locks the group's offsets row per batch as the
 // subscriber does, so an instance that takes the lead meanwhile applies nothing twice. A failure
-// leaves the rest to the subscriber, which retries and reports it.
-func (p *Projector) catchUpFirst(ctx context.Context, proj Projection, st *projectionState, from events.Position, ready func()) {
+// leaves the rest to the subscriber, which retries and reports it. It returns false when the group's
+// lock was lost meanwhile: another instance may lead by now.
+func (p *Projector) catchUpFirst(ctx context.Context, proj Projection, st *projectionState, from events.Position, lock *pgxpool.Conn, ready func()) bool {
 	if p.config.CatchUpLag < 0 {
-		return
+		return true
 	}
 	name := proj.Name()
 	far, err := lagAtLeast(ctx, p.pool, from, p.config.CatchUpLag)
@@ -167,10 +171,10 @@ func (p *Projector) catchUpFirst(ctx context.Context, proj Projection, st *proje
 			p.config.Logger.Warn("projection cannot read its lag; the subscriber catches up", slog.String("projection", name),
 				slog.String("err", err.Error()))
 		}
-		return
+		return true
 	}
 	if !far {
-		return
+		return true
 	}
 	// Until the subscriber takes over (setRole), so the status never reads stopped in between.
 	st.setCatchingUp(true)
@@ -180,8 +184,35 @@ func (p *Projector) catchUpFirst(ctx context.Context, proj Projection, st *proje
 	p.config.Logger.Info("projection catches up by the batched path", slog.String("projection", name),
 		slog.String("from", from.String()), slog.Int("lag_at_least", p.config.CatchUpLag))
 	start := time.Now()
-	n, err := CatchUp(ctx, p.pool, p.registry, []Projection{proj}, CatchUpOptions{BatchSize: serverCatchUpBatch})
+	// The lock's connection is watched as the subscriber's loop does; losing it ends the catch-up.
+	catchCtx, cancel := context.WithCancel(ctx)
+	var lost atomic.Bool
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		check := time.NewTicker(leaderCheck)
+		defer check.Stop()
+		for {
+			select {
+			case <-catchCtx.Done():
+				return
+			case <-check.C:
+				if err := lock.Ping(catchCtx); err != nil && catchCtx.Err() == nil {
+					p.config.Logger.Warn("projection lost its consumer group's lock while catching up; the catch-up stops",
+						slog.String("projection", name), slog.String("err", err.Error()))
+					lost.Store(true)
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	n, err := CatchUp(catchCtx, p.pool, p.registry, []Projection{proj}, CatchUpOptions{BatchSize: serverCatchUpBatch})
+	cancel()
+	<-watched
 	switch {
+	case lost.Load():
+		return false
 	case err != nil && ctx.Err() == nil:
 		p.config.Logger.Error("batched catch-up failed; the subscriber continues it", slog.String("projection", name),
 			slog.Int64("events", n), slog.String("err", err.Error()))
@@ -189,9 +220,10 @@ func (p *Projector) catchUpFirst(ctx context.Context, proj Projection, st *proje
 		p.config.Logger.Info("projection caught up by the batched path", slog.String("projection", name),
 			slog.Int64("events", n), slog.Duration("took", time.Since(start)))
 	}
-	if cp, err := p.Checkpoint(ctx, name); err == nil {
-		st.advanceTo(cp)
+	if cp, gen, err := p.checkpointAt(ctx, name, st); err == nil {
+		st.advanceTo(cp, gen)
 	}
+	return true
 }
 
 // lagAtLeast reports whether the log holds at least n events after from, reading at most n of them.

@@ -200,10 +200,14 @@ func (s *projectionState) batchDone(committed bool, gen uint64) {
 }
 
 // setCommitted sets the checkpoint as the database holds it, which may be behind what this process
-// saw (the group was rewound since).
-func (s *projectionState) setCommitted(p events.Position) {
+// saw (the group was rewound since), unless a replay started here after generation gen, when it was
+// read: the read may predate the replay's reset.
+func (s *projectionState) setCommitted(p events.Position, gen uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.resets != gen {
+		return
+	}
 	if s.committed != p {
 		s.committed = p
 		close(s.changed)
@@ -217,9 +221,14 @@ func (s *projectionState) leading() bool {
 	return s.running
 }
 
-func (s *projectionState) advanceTo(p events.Position) {
+// advanceTo moves the checkpoint forward to p, read from the database at generation gen (see
+// setCommitted).
+func (s *projectionState) advanceTo(p events.Position, gen uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.resets != gen {
+		return
+	}
 	if s.committed.Less(p) {
 		s.committed = p
 		close(s.changed)
@@ -247,7 +256,7 @@ func (s *projectionState) setCatchingUp(on bool) {
 	defer s.mu.Unlock()
 	s.catchUp = on
 	if on {
-		s.standby = false
+		s.standby, s.lastErr = false, ""
 	}
 }
 
@@ -276,8 +285,8 @@ func (p *Projector) Run(ctx context.Context) error {
 	errc := make(chan error, len(p.order))
 	for _, proj := range p.order {
 		st := p.states[proj.Name()]
-		if cp, err := p.Checkpoint(ctx, proj.Name()); err == nil {
-			st.advanceTo(cp)
+		if cp, gen, err := p.checkpointAt(ctx, proj.Name(), st); err == nil {
+			st.advanceTo(cp, gen)
 		}
 		p.running.Add(1)
 		go func() {
@@ -501,6 +510,14 @@ func readCheckpoint(ctx context.Context, q interface {
 	return events.Position{TxID: t, Offset: off}, nil
 }
 
+// checkpointAt reads name's checkpoint from the database, with st's generation from before the read
+// (see setCommitted).
+func (p *Projector) checkpointAt(ctx context.Context, name string, st *projectionState) (events.Position, uint64, error) {
+	gen := st.generation()
+	cp, err := p.Checkpoint(ctx, name)
+	return cp, gen, err
+}
+
 // dbPollEvery bounds how long a waiter trusts only this process's view: another instance may be the
 // active consumer of the group and commit progress this process never sees.
 const dbPollEvery = 10 * time.Millisecond
@@ -513,11 +530,11 @@ func (p *Projector) WaitFor(ctx context.Context, name string, pos events.Positio
 	}
 	if !st.leading() {
 		// Another instance leads: what this one last saw of the checkpoint may predate a rewind.
-		cp, err := p.Checkpoint(ctx, name)
+		cp, gen, err := p.checkpointAt(ctx, name, st)
 		if err != nil {
 			return false, err
 		}
-		st.setCommitted(cp)
+		st.setCommitted(cp, gen)
 	}
 	if committed, _ := st.snapshot(); committed.Less(pos) {
 		// A token beyond the end of the log was not issued by this log (or not yet committed): waiting
@@ -540,9 +557,8 @@ func (p *Projector) WaitFor(ctx context.Context, name string, pos events.Positio
 		select {
 		case <-changed:
 		case <-time.After(dbPollEvery):
-			cp, err := p.Checkpoint(ctx, name)
-			if err == nil {
-				st.advanceTo(cp)
+			if cp, gen, err := p.checkpointAt(ctx, name, st); err == nil {
+				st.advanceTo(cp, gen)
 			}
 		case <-deadline.C:
 			return false, nil
