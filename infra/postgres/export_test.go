@@ -28,3 +28,6 @@ func SetVerifyAttempts(t interface{ Cleanup(func()) }, n int) {
 	verifyAttempts = n
 	t.Cleanup(func() { verifyAttempts = old })
 }
+
+// OnEmptyRead calls f after each read of the log by r that returned nothing.
+func OnEmptyRead(r *ProcessRunner, f func()) { r.readEmpty = f }

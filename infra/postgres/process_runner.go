@@ -53,6 +53,8 @@ type ProcessRunner struct {
 	// runner does not read because that many events wait.
 	maxWaiting int
 	full       func()
+	// readEmpty, when set by tests, runs after each read of the log that returned nothing.
+	readEmpty func()
 }
 
 // NewProcessRunner checks cfg.
@@ -140,6 +142,7 @@ func (r *ProcessRunner) lead(ctx context.Context, lock *pgxpool.Conn) error {
 	saved := read
 	slots := make(chan struct{}, r.cfg.Concurrency)
 	lastCheck := time.Now()
+	var chase time.Duration // the next tight-poll delay while events are committed but not visible yet
 	for {
 		if time.Since(lastCheck) > leaderCheck {
 			if err := lock.Ping(ctx); err != nil {
@@ -154,6 +157,9 @@ func (r *ProcessRunner) lead(ctx context.Context, lock *pgxpool.Conn) error {
 		if len(wait) < r.maxWaiting {
 			if batch, err = r.store.ReadLog(ctx, read, "", r.cfg.BatchSize); err != nil {
 				return err
+			}
+			if len(batch) == 0 && r.readEmpty != nil {
+				r.readEmpty()
 			}
 		} else if r.full != nil {
 			r.full()
@@ -219,6 +225,23 @@ func (r *ProcessRunner) lead(ctx context.Context, lock *pgxpool.Conn) error {
 		if len(wait) > 0 {
 			front = wait[0].done
 		}
+		// A short read is not proof of being caught up: a committed event stays invisible while an
+		// older transaction of the cluster runs, and that transaction's end wakes nobody when it
+		// appended nothing. While the log holds events past the read, poll tightly, as the log tail
+		// does, rather than wait for the next append or the poll.
+		if len(wait) < r.maxWaiting {
+			if head, err := r.store.LogHead(ctx); err == nil && read.Less(head) {
+				chase = min(max(2*chase, minChase), maxChase)
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-front:
+				case <-time.After(chase):
+				}
+				continue
+			}
+		}
+		chase = 0
 		select {
 		case <-ctx.Done():
 			return nil

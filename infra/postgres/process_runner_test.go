@@ -256,3 +256,48 @@ func TestProcessRunnerStopsReadingBehindAnUnfinishedEvent(t *testing.T) {
 	close(r.release)
 	r.waitFor(t, 10)
 }
+
+// An event committed while an older transaction of the cluster runs is invisible to the runner when its
+// append wakes it; the older transaction's end wakes nobody. The runner handles the event once it is
+// visible all the same, without waiting for its poll.
+//
+// Not parallel: the open transaction holds back what every log reader of the cluster sees.
+func TestProcessRunnerHandlesLateVisibleEventsWithoutAWakeUp(t *testing.T) {
+	e := newTailEnv(t)
+	r := newProcessRecorder()
+	var (
+		mu    sync.Mutex
+		armed bool
+	)
+	missed := make(chan struct{})
+	runProcess(t, e, r, func(cfg *ProcessConfig, runner *ProcessRunner) {
+		if cfg != nil {
+			cfg.PollInterval = time.Hour
+		}
+		if runner != nil {
+			OnEmptyRead(runner, func() {
+				mu.Lock()
+				defer mu.Unlock()
+				if armed {
+					armed = false
+					close(missed)
+				}
+			})
+		}
+	})
+	older := olderWriter(t, e)
+	mu.Lock()
+	armed = true
+	mu.Unlock()
+	appendFirstLogin(t, e, uuid.Must(uuid.NewV7()))
+	// The runner has read the log since the append and seen nothing.
+	select {
+	case <-missed:
+	case <-time.After(tailWait):
+		t.Fatal("the runner never read the log while the older transaction ran")
+	}
+	if err := older.Commit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r.waitFor(t, 1)
+}
