@@ -3,10 +3,12 @@ package commands
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
+	"golang.org/x/text/currency"
 )
 
 // Limits of payments.
@@ -48,6 +50,11 @@ func checkCurrency(c string) error {
 		if c[i] < 'A' || c[i] > 'Z' {
 			return errors.New("currency must be a three-letter ISO 4217 code in upper case")
 		}
+	}
+	// Checked here rather than left to the provider: an unknown code would be accepted now and fail
+	// later, asynchronously, as a failed payment.
+	if _, err := currency.ParseISO(c); err != nil {
+		return fmt.Errorf("currency %q is not an ISO 4217 code", c)
 	}
 	return nil
 }
@@ -118,6 +125,8 @@ func (c RequestPayment) Validate() error {
 		f.check("source_id", errors.New("is required"))
 	case len(c.SourceID) > MaxSourceIDLen || !utf8.ValidString(c.SourceID):
 		f.check("source_id", fmt.Errorf("must be at most %d bytes of UTF-8", MaxSourceIDLen))
+	case strings.ContainsFunc(c.SourceID, unicode.IsControl):
+		f.check("source_id", errors.New("must not contain control characters"))
 	}
 	f.check("description", checkDescription(c.Description))
 	return Invalid(f)
