@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"log/slog"
 	"net/http"
 	"net/netip"
 	"sync/atomic"
@@ -218,6 +219,16 @@ func (st *pgStore) insert(ctx context.Context, rec *record) error {
 		}
 		err := pgx.BeginFunc(ctx, st.pool, func(tx pgx.Tx) error {
 			replacedOwner = uuid.Nil
+			if rec.credentialsAt > 0 {
+				// Shared with other logins, exclusive with RevokeAllForUser: a revocation either
+				// waits for this session and ends it, or ends first, and then the check below, whose
+				// snapshot is taken after the lock, sees the change it revokes for. Taken first, as
+				// RevokeAllForUser takes it before its deletes: taken after this transaction's own
+				// deletes of the user's rows, the two waited for each other (a deadlock, and a 500).
+				if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock_shared($1)`, credentialsLockKey(rec.s.UserID)); err != nil {
+					return fmt.Errorf("lock the user's credentials: %w", err)
+				}
+			}
 			if rec.replaces != uuid.Nil {
 				err := tx.QueryRow(ctx, `DELETE FROM sessions WHERE public_id = $1 RETURNING user_id`, rec.replaces).Scan(&replacedOwner)
 				if err != nil && !errors.Is(err, pgx.ErrNoRows) {
@@ -225,21 +236,12 @@ func (st *pgStore) insert(ctx context.Context, rec *record) error {
 				}
 			}
 			// Expired sessions are otherwise only deleted when their cookie comes back, which it
-			// often never does.
-			if pruneAll {
-				if _, err := tx.Exec(ctx, `DELETE FROM sessions WHERE idle_expires_at <= $1`, now); err != nil {
-					return fmt.Errorf("prune expired sessions: %w", err)
-				}
-			} else if _, err := tx.Exec(ctx, `DELETE FROM sessions WHERE user_id = $1 AND idle_expires_at <= $2`, rec.s.UserID, now); err != nil {
+			// often never does. Rows another transaction holds are left for a later prune: waiting
+			// for them could close a cycle with a revocation.
+			if _, err := tx.Exec(ctx, `DELETE FROM sessions WHERE token_hash IN (
+					SELECT token_hash FROM sessions WHERE user_id = $1 AND idle_expires_at <= $2 FOR UPDATE SKIP LOCKED)`,
+				rec.s.UserID, now); err != nil {
 				return fmt.Errorf("prune user's expired sessions: %w", err)
-			}
-			if rec.credentialsAt > 0 {
-				// Shared with other logins, exclusive with RevokeAllForUser: a revocation either
-				// waits for this session and ends it, or ends first, and then the check below, whose
-				// snapshot is taken after the lock, sees the change it revokes for.
-				if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock_shared($1)`, credentialsLockKey(rec.s.UserID)); err != nil {
-					return fmt.Errorf("lock the user's credentials: %w", err)
-				}
 			}
 			tag, err := tx.Exec(ctx, `
 				INSERT INTO sessions (token_hash, public_id, user_id, role, csrf_token, created_at, last_seen_at,
@@ -266,7 +268,20 @@ func (st *pgStore) insert(ctx context.Context, rec *record) error {
 		if err == nil && replacedOwner != uuid.Nil {
 			st.invalidate(ctx, replacedOwner)
 		}
+		if err == nil && pruneAll {
+			st.pruneExpired(ctx, now)
+		}
 		return err
+	}
+}
+
+// pruneExpired deletes every user's expired sessions, outside any login's transaction and skipping
+// rows others hold, so that it never waits in a cycle with a revocation. It is housekeeping: a failure
+// is logged and the next prune tries again.
+func (st *pgStore) pruneExpired(ctx context.Context, now time.Time) {
+	if _, err := st.pool.Exec(ctx, `DELETE FROM sessions WHERE token_hash IN (
+			SELECT token_hash FROM sessions WHERE idle_expires_at <= $1 FOR UPDATE SKIP LOCKED)`, now); err != nil && ctx.Err() == nil {
+		st.cfg.Logger.WarnContext(ctx, "prune expired sessions failed", slog.String("err", err.Error()))
 	}
 }
 

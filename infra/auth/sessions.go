@@ -46,7 +46,8 @@ type SessionConfig struct {
 	// The default aborts with 503 and records err on the gin context (c.Error): treating the request as
 	// anonymous would answer 401 to a client whose session is fine.
 	OnLoadError func(c *gin.Context, err error)
-	// Logger receives warnings about the cache's invalidation channel (default: discarded).
+	// Logger receives warnings about the cache's invalidation channel and the pruning of expired
+	// sessions (default: discarded).
 	Logger *slog.Logger
 }
 

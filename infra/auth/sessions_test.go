@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -892,5 +893,49 @@ func TestStartWaitsForARevocationAndSeesItsChange(t *testing.T) {
 	}
 	if c := <-code; c != http.StatusUnauthorized {
 		t.Fatalf("login that waited for the revocation: %d, want 401", c)
+	}
+}
+
+// A login racing a revocation of the same user's sessions (a password or role change) never fails:
+// before, the login deleted the user's rows (the session it replaces, expired ones) and only then took
+// the credentials lock the revocation takes first, and PostgreSQL broke the cycle by failing one side.
+func TestLoginRacingRevokeAllForUserNeverFails(t *testing.T) {
+	env := newSessionEnv(t, SessionConfig{})
+	ctx := context.Background()
+	login := func(user uuid.UUID, cookie *http.Cookie) (int, string) {
+		req := httptest.NewRequest(http.MethodPost, "/login?credentials_at=1&user="+user.String(), nil)
+		if cookie != nil {
+			req.AddCookie(&http.Cookie{Name: cookie.Name, Value: cookie.Value})
+		}
+		rec := httptest.NewRecorder()
+		env.h.ServeHTTP(rec, req)
+		return rec.Code, rec.Body.String()
+	}
+	for i := range 60 {
+		user := uuid.New()
+		var replaced *http.Cookie
+		if i%2 == 0 {
+			// A re-login, replacing the browser's session.
+			b := env.browser()
+			b.login(user)
+			replaced = b.cookie
+		} else if _, err := env.pool.Exec(ctx, `INSERT INTO sessions (token_hash, public_id, user_id, role, csrf_token,
+				created_at, last_seen_at, idle_expires_at, absolute_expires_at)
+			VALUES (sha256(gen_random_uuid()::text::bytea), gen_random_uuid(), $1, 'member', 'x',
+				$2::timestamptz - interval '2 hours', $2::timestamptz - interval '2 hours', $2::timestamptz - interval '1 hour',
+				$2::timestamptz - interval '1 hour')`, user, env.clock.Now()); err != nil {
+			// A first login, pruning the user's expired session.
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		var code int
+		var body string
+		var revokeErr error
+		wg.Go(func() { code, body = login(user, replaced) })
+		wg.Go(func() { _, revokeErr = env.m.RevokeAllForUser(ctx, user, nil) })
+		wg.Wait()
+		if code != http.StatusOK || revokeErr != nil {
+			t.Fatalf("round %d: login answered %d %s; revocation: %v", i, code, body, revokeErr)
+		}
 	}
 }
