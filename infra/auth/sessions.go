@@ -35,7 +35,8 @@ type SessionConfig struct {
 	// AbsoluteTimeout ends a session this long after login whatever its use (default 8 h). Rotate keeps
 	// it: a new id is not a new login.
 	AbsoluteTimeout time.Duration
-	// TouchInterval is how stale last_seen_at may get before a request writes it (default 1 min).
+	// TouchInterval is how stale last_seen_at may get before a request writes it (default 1 min, or
+	// half the idle timeout when that is shorter).
 	TouchInterval time.Duration
 	// CookieSecure sets the cookie's Secure flag (TAKI_COOKIE_SECURE); off only for plain-HTTP
 	// development.
@@ -59,7 +60,8 @@ func (c *SessionConfig) setDefaults() {
 		c.AbsoluteTimeout = 8 * time.Hour
 	}
 	if c.TouchInterval == 0 {
-		c.TouchInterval = time.Minute
+		// Shorter than the shortest idle timeout configuration allows (TAKI_SESSION_IDLE=1m).
+		c.TouchInterval = min(time.Minute, c.IdleTimeout/2)
 	}
 	if c.Now == nil {
 		c.Now = time.Now

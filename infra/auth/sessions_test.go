@@ -406,6 +406,24 @@ func TestAbsoluteExpiry(t *testing.T) {
 	}
 }
 
+// The shortest idle timeout the configuration accepts (TAKI_SESSION_IDLE=1m) works: a session used
+// every 40 s lives on, one left alone for a minute ends.
+func TestShortestIdleTimeout(t *testing.T) {
+	env := newSessionEnv(t, SessionConfig{IdleTimeout: time.Minute})
+	b := env.browser()
+	b.login(uuid.New())
+	for range 3 {
+		env.clock.Advance(40 * time.Second)
+		if _, ok := b.me(); !ok {
+			t.Fatal("a session used every 40 s ended with a 1 min idle timeout")
+		}
+	}
+	env.clock.Advance(time.Minute)
+	if _, ok := b.me(); ok {
+		t.Fatal("alive a minute after its last use")
+	}
+}
+
 func TestConfiguredTimeouts(t *testing.T) {
 	env := newSessionEnv(t, SessionConfig{IdleTimeout: 5 * time.Minute, AbsoluteTimeout: 12 * time.Minute})
 	b := env.browser()

@@ -908,8 +908,15 @@ func TestUsersDirectorySearch(t *testing.T) {
 		}
 	})
 	t.Run("bad cursor", func(t *testing.T) {
-		for _, cur := range []string{"!!!", "not-a-cursor", base64.RawURLEncoding.EncodeToString([]byte("not json")), strings.Repeat("A", 2000)} {
+		// The last one decodes, but its name PostgreSQL cannot take as text.
+		nul := base64.RawURLEncoding.EncodeToString([]byte(`{"n":"a\u0000","i":"` + uuid.NewString() + `"}`))
+		for _, cur := range []string{"!!!", "not-a-cursor", base64.RawURLEncoding.EncodeToString([]byte("not json")), strings.Repeat("A", 2000), nul} {
 			acctWantFields(t, c.Do(http.MethodGet, "/api/v1/users?cursor="+url.QueryEscape(cur)+"&q="+url.QueryEscape(prefix), nil), "cursor")
+		}
+	})
+	t.Run("q that is no text", func(t *testing.T) {
+		for _, q := range []string{"%00", "a%00b", "%FF", "%C3"} {
+			acctWantFields(t, c.Do(http.MethodGet, "/api/v1/users?q="+q, nil), "q")
 		}
 	})
 	t.Run("no match", func(t *testing.T) {
