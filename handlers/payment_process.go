@@ -144,8 +144,10 @@ func (p *PaymentProcess) retry(ctx context.Context, f func() error) error {
 		// A refusal of the outcome's command will be refused again: retrying it would hold the
 		// runner's checkpoint, and every event behind it, for good. Other errors (the provider, the
 		// database) may clear, and so may an unavailable answer (a payment holding events a newer
-		// binary wrote): giving up on it would move the checkpoint past a request never decided.
-		if ce, refused := commands.AsError(err); refused && ce.Kind != commands.KindUnavailable {
+		// binary wrote) or a conflict (the bus's retries of concurrent appends ran out; the outcome
+		// commands refuse nothing as a conflict): giving up on those would move the checkpoint past a
+		// request never decided.
+		if ce, refused := commands.AsError(err); refused && ce.Kind != commands.KindUnavailable && ce.Kind != commands.KindConflict {
 			return err
 		}
 		var again *ProviderRetryError

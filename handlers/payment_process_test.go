@@ -260,25 +260,9 @@ func (l *unreadableAtFirst) Load(ctx context.Context, id uuid.UUID, snapshotVers
 func TestPaymentProcessRetriesAPaymentItCannotReadYet(t *testing.T) {
 	t.Parallel()
 	log := &unreadableAtFirst{memLog: newMemLog()}
-	gateway := &fakeGateway{charge: ProviderDecision{Outcome: commands.OutcomeCompleted, ProviderID: "P"}}
-	store, err := NewStore(log, 100, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmds, err := NewPaymentCommands(store, noClaims{}, always{}, time.Now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	process, err := NewPaymentProcess(store, gateway, directRecorder{cmds}, slog.New(slog.NewTextHandler(io.Discard, nil)), PaymentProcessConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := uuid.New()
-	req := payReq
-	req.PaymentID = id
-	if _, err := log.Append(context.Background(), events.Append{StreamID: id, StreamType: events.StreamPayment, Events: []events.Event{req}}); err != nil {
-		t.Fatal(err)
-	}
+	process, gateway := processOver(t, log, nil)
+	req := requestedOn(t, log)
+	id := req.PaymentID
 	log.left.Store(2)
 	if err := process.Handle(context.Background(), events.Envelope{Type: req.EventType(), Data: req}); err != nil {
 		t.Fatal(err)
@@ -289,4 +273,77 @@ func TestPaymentProcessRetriesAPaymentItCannotReadYet(t *testing.T) {
 	if st, err := process.fresh(context.Background(), id); err != nil || st.Status != paymentCompleted {
 		t.Fatalf("payment %s, %v; want completed", st.Status, err)
 	}
+}
+
+// conflictingAtFirst answers its first outcomes with the conflict the bus gives once its retries of
+// concurrent appends run out.
+type conflictingAtFirst struct {
+	directRecorder
+	left atomic.Int32
+}
+
+func (r *conflictingAtFirst) RecordPaymentOutcome(ctx context.Context, cmd commands.RecordPaymentOutcome) error {
+	if r.left.Add(-1) >= 0 {
+		return commands.Conflict("the resource changed concurrently too often; try again")
+	}
+	return r.directRecorder.RecordPaymentOutcome(ctx, cmd)
+}
+
+// An outcome whose recording keeps meeting concurrent appends is recorded once they let it through:
+// given up on, the payment would stay requested behind the runner's checkpoint, the card charged.
+func TestPaymentProcessRetriesAnOutcomeThatConflicted(t *testing.T) {
+	t.Parallel()
+	log := newMemLog()
+	process, gateway := processOver(t, log, func(r directRecorder) OutcomeRecorder {
+		c := &conflictingAtFirst{directRecorder: r}
+		c.left.Store(2)
+		return c
+	})
+	req := requestedOn(t, log)
+	id := req.PaymentID
+	if err := process.Handle(context.Background(), events.Envelope{Type: req.EventType(), Data: req}); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := process.fresh(context.Background(), id); err != nil || st.Status != paymentCompleted {
+		t.Fatalf("payment %s, %v; want completed", st.Status, err)
+	}
+	// Each attempt asks the provider again, with the payment's one idempotency key: charged once.
+	if n := gateway.n("charge"); n != 3 {
+		t.Fatalf("%d charge calls, want one per attempt, 3", n)
+	}
+}
+
+// processOver is a payment process over log, with a gateway that completes every charge; its outcomes
+// go through wrap's recorder (nil: straight to the commands).
+func processOver(t *testing.T, log events.Log, wrap func(directRecorder) OutcomeRecorder) (*PaymentProcess, *fakeGateway) {
+	t.Helper()
+	gateway := &fakeGateway{charge: ProviderDecision{Outcome: commands.OutcomeCompleted, ProviderID: "P"}}
+	store, err := NewStore(log, 100, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmds, err := NewPaymentCommands(store, noClaims{}, always{}, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recorder OutcomeRecorder = directRecorder{cmds}
+	if wrap != nil {
+		recorder = wrap(directRecorder{cmds})
+	}
+	process, err := NewPaymentProcess(store, gateway, recorder, slog.New(slog.NewTextHandler(io.Discard, nil)), PaymentProcessConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return process, gateway
+}
+
+// requestedOn appends a new payment's payment.requested to log and returns it.
+func requestedOn(t *testing.T, log events.Log) events.PaymentRequested {
+	t.Helper()
+	req := payReq
+	req.PaymentID = uuid.New()
+	if _, err := log.Append(context.Background(), events.Append{StreamID: req.PaymentID, StreamType: events.StreamPayment, Events: []events.Event{req}}); err != nil {
+		t.Fatal(err)
+	}
+	return req
 }
