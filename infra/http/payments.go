@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/google/uuid"
@@ -96,10 +97,22 @@ func (a *api) requestRefund(c *gin.Context) {
 	}
 }
 
+// The replay window of provider notifications: how old (by their created_at) one may be and still be
+// acted on, which covers the provider's redeliveries over an outage of a few hours, and how far ahead
+// of this clock.
+const (
+	webhookMaxAge  = 6 * time.Hour
+	webhookMaxSkew = 5 * time.Minute
+)
+
+func withinReplayWindow(created, now time.Time) bool {
+	return !created.IsZero() && created.After(now.Add(-webhookMaxAge)) && created.Before(now.Add(webhookMaxSkew))
+}
+
 // squareWebhook takes the provider's signed notifications. It needs no session and no CSRF token: the
 // signature over the raw body authenticates it. An event already recorded, an event about a payment
-// Taki does not know, and an event that would move a payment backwards are acknowledged and change
-// nothing.
+// Taki does not know, an event that would move a payment backwards, and an event created outside the
+// replay window are acknowledged and change nothing.
 func (a *api) squareWebhook(c *gin.Context) {
 	raw, ok := ReadBody(c)
 	if !ok {
@@ -117,6 +130,11 @@ func (a *api) squareWebhook(c *gin.Context) {
 	log := loggerFrom(c).With(slog.String("event_id", ev.EventID), slog.String("event_type", ev.Type))
 	ctx := c.Request.Context()
 	switch {
+	case !withinReplayWindow(ev.CreatedAt, time.Now()):
+		// A signed notification captured and sent again later is acknowledged and changes nothing;
+		// a payment whose genuine notification came too late is settled by the payments process,
+		// which asks the provider.
+		log.Warn("provider webhook outside the replay window acknowledged without action", slog.Time("created_at", ev.CreatedAt))
 	case ev.Type == payments.EventPaymentUpdated && ev.Data.Object.Payment != nil:
 		pp := ev.Data.Object.Payment
 		id, err := uuid.Parse(pp.ReferenceID)

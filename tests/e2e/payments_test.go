@@ -376,6 +376,18 @@ func TestPaymentsWebhooks(t *testing.T) {
 	}
 	p1, p2 := pending(), pending()
 
+	// Signed, but created outside the replay window (a captured notification sent again, or one from
+	// a wrong clock): acknowledged, and p1 stays pending.
+	for _, created := range []time.Time{time.Now().Add(-7 * time.Hour), time.Now().Add(time.Hour), {}} {
+		old := payEvent("evt-replayed", p1.ID, *p1.ProviderPaymentID, payments.PaymentCompleted)
+		old.CreatedAt = created
+		acctWantStatus(t, paySend(t, srv, payWebhookKey, old), http.StatusOK)
+	}
+	// The webhook appends before it answers: nothing was.
+	if n := payOutcomeEvents(t, srv, p1.ID); n != 0 {
+		t.Fatalf("p1 has %d outcome events after notifications outside the replay window, want 0", n)
+	}
+
 	// evt-1 completes p1.
 	acctWantStatus(t, paySend(t, srv, payWebhookKey, payEvent("evt-1", p1.ID, *p1.ProviderPaymentID, payments.PaymentCompleted)), http.StatusOK)
 	payWaitStatus(t, c, p1.ID, "completed")
@@ -722,4 +734,15 @@ func TestPaymentsProviderOutageOpensTheBreakerAndChargesOnce(t *testing.T) {
 	if n := sandbox.Payments(); n != len(ids)+1 {
 		t.Errorf("sandbox took %d payments, want %d", n, len(ids)+1)
 	}
+}
+
+// payOutcomeEvents counts the outcome events (completed or failed) in payment's stream.
+func payOutcomeEvents(t *testing.T, srv *testserver.Server, payment string) int {
+	t.Helper()
+	var n int
+	if err := srv.Pool.QueryRow(context.Background(), `SELECT count(*) FROM events
+		WHERE stream_id = $1 AND event_type IN ('payment.completed', 'payment.failed')`, payment).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
