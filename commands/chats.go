@@ -27,19 +27,14 @@ type ChatTitle struct{ v string }
 // NewChatTitle validates and trims s.
 func NewChatTitle(s string) (ChatTitle, error) {
 	s = strings.TrimSpace(s)
-	n := utf8.RuneCountInString(s)
-	switch {
-	case !utf8.ValidString(s):
-		return ChatTitle{}, errors.New("must be valid UTF-8")
+	if err := CheckPlainText(s); err != nil {
+		return ChatTitle{}, err
+	}
+	switch n := utf8.RuneCountInString(s); {
 	case n < 1:
 		return ChatTitle{}, errors.New("must not be empty")
 	case n > MaxChatTitleRunes:
 		return ChatTitle{}, fmt.Errorf("must be at most %d characters", MaxChatTitleRunes)
-	}
-	for _, r := range s {
-		if unicode.IsControl(r) {
-			return ChatTitle{}, errors.New("must not contain control characters")
-		}
 	}
 	return ChatTitle{s}, nil
 }

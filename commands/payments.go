@@ -3,8 +3,6 @@ package commands
 import (
 	"errors"
 	"fmt"
-	"strings"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
@@ -81,16 +79,11 @@ func NewIdempotencyKey(s string) (IdempotencyKey, error) {
 func (k IdempotencyKey) String() string { return k.v }
 
 func checkDescription(s string) error {
-	if !utf8.ValidString(s) {
-		return errors.New("must be valid UTF-8")
+	if err := CheckPlainText(s); err != nil {
+		return err
 	}
 	if utf8.RuneCountInString(s) > MaxDescriptionRunes {
 		return fmt.Errorf("must be at most %d characters", MaxDescriptionRunes)
-	}
-	for _, r := range s {
-		if unicode.IsControl(r) {
-			return errors.New("must not contain control characters")
-		}
 	}
 	return nil
 }
@@ -123,10 +116,10 @@ func (c RequestPayment) Validate() error {
 	switch {
 	case c.SourceID == "":
 		f.check("source_id", errors.New("is required"))
-	case len(c.SourceID) > MaxSourceIDLen || !utf8.ValidString(c.SourceID):
-		f.check("source_id", fmt.Errorf("must be at most %d bytes of UTF-8", MaxSourceIDLen))
-	case strings.ContainsFunc(c.SourceID, unicode.IsControl):
-		f.check("source_id", errors.New("must not contain control characters"))
+	case len(c.SourceID) > MaxSourceIDLen:
+		f.check("source_id", fmt.Errorf("must be at most %d bytes", MaxSourceIDLen))
+	default:
+		f.check("source_id", CheckPlainText(c.SourceID))
 	}
 	f.check("description", checkDescription(c.Description))
 	return Invalid(f)

@@ -64,8 +64,8 @@ type DisplayName struct{ v string }
 // NewDisplayName validates and trims s.
 func NewDisplayName(s string) (DisplayName, error) {
 	s = strings.TrimSpace(s)
-	if !utf8.ValidString(s) {
-		return DisplayName{}, errors.New("must be valid UTF-8")
+	if err := CheckPlainText(s); err != nil {
+		return DisplayName{}, err
 	}
 	n := utf8.RuneCountInString(s)
 	if n < 1 {
@@ -74,12 +74,19 @@ func NewDisplayName(s string) (DisplayName, error) {
 	if n > 64 {
 		return DisplayName{}, errors.New("must be at most 64 characters")
 	}
-	for _, r := range s {
-		if unicode.IsControl(r) {
-			return DisplayName{}, errors.New("must not contain control characters")
-		}
-	}
 	return DisplayName{s}, nil
+}
+
+// CheckPlainText is the rule for a single line of text a user gives (a name, a title, a search
+// prefix): valid UTF-8 with no control characters. NUL among them, which PostgreSQL refuses in text.
+func CheckPlainText(s string) error {
+	if !utf8.ValidString(s) {
+		return errors.New("must be valid UTF-8")
+	}
+	if strings.ContainsFunc(s, unicode.IsControl) {
+		return errors.New("must not contain control characters")
+	}
+	return nil
 }
 
 func (d DisplayName) String() string { return d.v }

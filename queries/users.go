@@ -1,9 +1,7 @@
 package queries
 
 import (
-	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -65,10 +63,11 @@ func (SearchUsers) ReadModel() string { return UsersReadModel }
 // Validate implements bus.Validatable.
 func (q SearchUsers) Validate() error {
 	var f []commands.FieldError
-	switch {
-	case !storableText(q.Prefix):
-		f = append(f, commands.FieldError{Field: "q", Message: "must be UTF-8 text without NUL characters"})
-	case len([]rune(q.Prefix)) > 64:
+	// Names hold no control characters (DisplayName), so a prefix with one matches nothing; NUL or
+	// invalid UTF-8 would fail the query itself.
+	if err := commands.CheckPlainText(q.Prefix); err != nil {
+		f = append(f, commands.FieldError{Field: "q", Message: err.Error()})
+	} else if len([]rune(q.Prefix)) > 64 {
 		f = append(f, commands.FieldError{Field: "q", Message: "must be at most 64 characters"})
 	}
 	if q.Limit < 0 || q.Limit > MaxLimit {
@@ -78,17 +77,11 @@ func (q SearchUsers) Validate() error {
 		var c UserCursor
 		if err := DecodeCursor(q.Cursor, &c); err != nil {
 			f = append(f, commands.FieldError{Field: "cursor", Message: err.Error()})
-		} else if !storableText(c.Name) {
+		} else if commands.CheckPlainText(c.Name) != nil {
 			f = append(f, commands.FieldError{Field: "cursor", Message: "is not a cursor this API issued"})
 		}
 	}
 	return commands.Invalid(f)
-}
-
-// storableText reports whether PostgreSQL can take s as text: valid UTF-8 without NUL. Anything else
-// would fail the query, as a 500, rather than match nothing.
-func storableText(s string) bool {
-	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
 }
 
 // UserCursor is the keyset position of the directory: the lower-cased name and the id after it.
