@@ -365,7 +365,6 @@ func holdAt(t *testing.T, version int64) (rec *recorder, held <-chan struct{}, r
 // again; whoever leads then finishes, and every event is applied once.
 func TestProjectorLosingItsLockStopsTheCatchUp(t *testing.T) {
 	pool, url := setupProjectorDB(t)
-	ctx := context.Background()
 	stream := uuid.Must(uuid.NewV7())
 	last := appendVersions(t, pool, stream, 1, 60)
 	rec, held, release := holdAt(t, 20)
@@ -378,15 +377,11 @@ func TestProjectorLosingItsLockStopsTheCatchUp(t *testing.T) {
 		t.Fatal("event 20 was never applied")
 	}
 	// The session holding the group's advisory lock ends, as when its connection breaks.
-	var ended bool
-	if err := pool.QueryRow(ctx, `SELECT bool_and(pg_terminate_backend(pid)) FROM pg_locks
-		WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&ended); err != nil || !ended {
-		t.Fatalf("end the lock's session: %v, %v", ended, err)
-	}
+	endLockSessions(t, pool)
 	deadline := time.After(30 * time.Second)
 	for said := false; !said; {
 		for _, l := range logs.Lines(t) {
-			said = said || l["msg"] == "projection lost its consumer group's lock while catching up; the catch-up stops"
+			said = said || l["msg"] == "projection lost its consumer group's lock"
 		}
 		select {
 		case <-time.After(10 * time.Millisecond):
@@ -471,4 +466,51 @@ func TestCatchUpReportsAStall(t *testing.T) {
 		t.Fatal("catch-up did not finish once the blocker ended")
 	}
 	assertExactlyOnceInOrder(t, pool, "a", []uuid.UUID{stream}, 3)
+}
+
+// A leader whose lock's session ends while its subscriber runs stops the subscriber and campaigns
+// again, and events appended afterwards are still applied once.
+func TestProjectorLosingItsLockWhileSubscribedLeadsAgain(t *testing.T) {
+	pool, url := setupProjectorDB(t)
+	var logs logtest.Buffer
+	p := startProjectorConfig(t, pool, url, ProjectorConfig{BatchSize: 7, PollInterval: 20 * time.Millisecond, ResendInterval: time.Millisecond,
+		Logger: slog.New(slog.NewJSONHandler(&logs, nil))}, nil, &recorder{name: "a"})
+	said := func(msg string) int {
+		n := 0
+		for _, l := range logs.Lines(t) {
+			if l["msg"] == msg && l["projection"] == "a" {
+				n++
+			}
+		}
+		return n
+	}
+	waitSaid := func(msg string, n int) {
+		t.Helper()
+		for deadline := time.After(30 * time.Second); said(msg) < n; {
+			select {
+			case <-time.After(10 * time.Millisecond):
+			case <-deadline:
+				t.Fatalf("never said %q %d times:\n%s", msg, n, logs.String())
+			}
+		}
+	}
+	waitSaid("projection leads its consumer group", 1)
+	endLockSessions(t, pool)
+	waitSaid("projection lost its consumer group's lock", 1)
+	waitSaid("projection leads its consumer group", 2)
+	stream := uuid.Must(uuid.NewV7())
+	last := appendVersions(t, pool, stream, 1, 5)
+	waitAll(t, p.Projector, "a", []events.Position{last})
+	assertExactlyOnceInOrder(t, pool, "a", []uuid.UUID{stream}, 5)
+}
+
+// endLockSessions ends the sessions holding advisory locks in the test's database, as when their
+// connections break.
+func endLockSessions(t *testing.T, pool *pgxpool.Pool) {
+	t.Helper()
+	var ended bool
+	if err := pool.QueryRow(context.Background(), `SELECT bool_and(pg_terminate_backend(pid)) FROM pg_locks
+		WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&ended); err != nil || !ended {
+		t.Fatalf("end the lock's session: %v, %v", ended, err)
+	}
 }

@@ -87,28 +87,15 @@ func (p *Projector) runLeading(ctx context.Context, proj Projection, st *project
 		defer close(consumed)
 		p.consume(proj, st, msgs)
 	}()
-	check := time.NewTicker(leaderCheck)
-	defer check.Stop()
-loop:
-	for {
-		select {
-		case <-ctx.Done():
-			break loop
-		case <-consumed:
-			break loop
-		case <-check.C:
-			if err := lock.Ping(ctx); err != nil {
-				if ctx.Err() == nil {
-					p.config.Logger.Warn("projection lost its consumer group's lock", slog.String("projection", proj.Name()),
-						slog.String("err", err.Error()))
-				}
-				break loop
-			}
-		}
+	stopWatch := p.watchLock(subCtx, lock, proj.Name(), cancel)
+	select {
+	case <-subCtx.Done(): // ctx ended, or the lock was lost
+	case <-consumed:
 	}
 	// The subscriber's context ends before it closes: see guardedTx on why an unacked batch then
 	// cannot commit.
 	cancel()
+	stopWatch()
 	_ = sub.Close()
 	<-consumed
 	st.setRole(false, false)
@@ -184,34 +171,13 @@ func (p *Projector) catchUpFirst(ctx context.Context, proj Projection, st *proje
 	p.config.Logger.Info("projection catches up by the batched path", slog.String("projection", name),
 		slog.String("from", from.String()), slog.Int("lag_at_least", p.config.CatchUpLag))
 	start := time.Now()
-	// The lock's connection is watched as the subscriber's loop does; losing it ends the catch-up.
+	// The lock's connection is watched as during the subscriber's run; losing it ends the catch-up.
 	catchCtx, cancel := context.WithCancel(ctx)
-	var lost atomic.Bool
-	watched := make(chan struct{})
-	go func() {
-		defer close(watched)
-		check := time.NewTicker(leaderCheck)
-		defer check.Stop()
-		for {
-			select {
-			case <-catchCtx.Done():
-				return
-			case <-check.C:
-				if err := lock.Ping(catchCtx); err != nil && catchCtx.Err() == nil {
-					p.config.Logger.Warn("projection lost its consumer group's lock while catching up; the catch-up stops",
-						slog.String("projection", name), slog.String("err", err.Error()))
-					lost.Store(true)
-					cancel()
-					return
-				}
-			}
-		}
-	}()
+	stopWatch := p.watchLock(catchCtx, lock, name, cancel)
 	n, err := CatchUp(catchCtx, p.pool, p.registry, []Projection{proj}, CatchUpOptions{BatchSize: serverCatchUpBatch})
 	cancel()
-	<-watched
 	switch {
-	case lost.Load():
+	case stopWatch():
 		return false
 	case err != nil && ctx.Err() == nil:
 		p.config.Logger.Error("batched catch-up failed; the subscriber continues it", slog.String("projection", name),
@@ -224,6 +190,40 @@ func (p *Projector) catchUpFirst(ctx context.Context, proj Projection, st *proje
 		st.advanceTo(cp, gen)
 	}
 	return true
+}
+
+// watchLock pings lock, the connection holding a consumer group's advisory lock, every leaderCheck
+// while ctx lasts. When a ping fails it says so and calls lost, which should end the work done under
+// the lock. stop ends the watch, returns once the connection is no longer used, and reports whether
+// the lock was lost.
+func (p *Projector) watchLock(ctx context.Context, lock *pgxpool.Conn, name string, lost context.CancelFunc) (stop func() bool) {
+	ctx, cancel := context.WithCancel(ctx)
+	var gone atomic.Bool
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		check := time.NewTicker(leaderCheck)
+		defer check.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-check.C:
+				if err := lock.Ping(ctx); err != nil && ctx.Err() == nil {
+					p.config.Logger.Warn("projection lost its consumer group's lock", slog.String("projection", name),
+						slog.String("err", err.Error()))
+					gone.Store(true)
+					lost()
+					return
+				}
+			}
+		}
+	}()
+	return func() bool {
+		cancel()
+		<-done
+		return gone.Load()
+	}
 }
 
 // lagAtLeast reports whether the log holds at least n events after from, reading at most n of them.
