@@ -105,7 +105,7 @@ func (*Chats) Apply(b *pgx.Batch, e events.Envelope) error {
 }
 
 // ApplyAll implements postgres.BulkApplier. Most of a messenger's log is message.sent, and a batch
-// applies all of its messages with one bulk statement pair: first the batch's chat creations (a chat's
+// applies all of its messages with one bulk statement: first the batch's chat creations (a chat's
 // first event, which its messages need), then its messages, then every other event in log order, as
 // Apply does. Events of different chats touch different rows, and within a chat the other events do
 // not depend on which later messages are already there: an edit or a delete needs only its message;
