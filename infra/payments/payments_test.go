@@ -575,7 +575,9 @@ func TestPendingNonceCompletesWithASignedWebhook(t *testing.T) {
 	if got, err := c.GetPayment(ctxT(t), p.ID); err != nil || got.Status != payments.PaymentCompleted {
 		t.Errorf("payment after the webhook: %+v %v", got, err)
 	}
-	ds := sb.Deliveries()
+	// The sandbox records a delivery once it has the receiver's answer, after the receiver took it.
+	var ds []payments.Delivery
+	waitFor(t, "the second delivery recorded", func() bool { ds = sb.Deliveries(); return len(ds) >= 2 })
 	if len(ds) != 2 || ds[0].Status != 500 || ds[1].Status != 200 || ds[0].EventID != ds[1].EventID {
 		t.Errorf("deliveries %+v, want a 500 then a 200 of one event", ds)
 	}
